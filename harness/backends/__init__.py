@@ -1,0 +1,1 @@
+"""Backends: where workloads run (``local``, ``docker``, ``kubernetes``)."""
