@@ -26,6 +26,7 @@ __all__ = [
     "NETNS_PREFIX",
     "RUN_TAG",
     "WORKLOAD_TAG",
+    "inverse",
     "run_inverse",
     "tagged_pids",
 ]
@@ -41,7 +42,8 @@ Inverse = Callable[..., None]
 INVERSES: dict[str, Inverse] = {}
 
 
-def _inverse(fn: Inverse) -> Inverse:
+def inverse(fn: Inverse) -> Inverse:
+    """Register ``fn`` as an inverse op under its own name."""
     INVERSES[fn.__name__] = fn
     return fn
 
@@ -103,7 +105,7 @@ def _thaw_own_freezers(pid: int) -> None:
                 Path(f"/sys/fs/cgroup{path}/cgroup.freeze").write_text("0")
 
 
-@_inverse
+@inverse
 def kill_tagged(run_id: str, workload: str | None = None, timeout: float = 5.0) -> None:
     """SIGKILL every process carrying the run's (and workload's) tag; wait for them."""
     deadline = time.monotonic() + timeout
@@ -124,7 +126,7 @@ def kill_tagged(run_id: str, workload: str | None = None, timeout: float = 5.0) 
         time.sleep(0.05)
 
 
-@_inverse
+@inverse
 def signal_tagged(run_id: str, workload: str, signum: int) -> None:
     """Send a signal (e.g. SIGCONT to undo a pause) to a workload's processes."""
     for pid in tagged_pids(run_id, workload):
@@ -139,7 +141,7 @@ def _require_owned(path: str) -> Path:
     return p
 
 
-@_inverse
+@inverse
 def remove_cgroup(paths: list[str]) -> None:
     """Kill what is left inside faultline's cgroups, thaw them, and rmdir them (leaf first)."""
     for path in sorted(paths, key=len, reverse=True):
@@ -168,7 +170,7 @@ def remove_cgroup(paths: list[str]) -> None:
             raise RuntimeError(f"cgroup {p} could not be removed")
 
 
-@_inverse
+@inverse
 def write_file(path: str, value: str) -> None:
     """Restore a value (a cgroup limit) in a file faultline owns."""
     p = _require_owned(path)
@@ -176,7 +178,7 @@ def write_file(path: str, value: str) -> None:
         p.write_text(value)
 
 
-@_inverse
+@inverse
 def copy_file(src: str, dst: str) -> None:
     """Put a saved file back (a certificate swapped by a fault)."""
     s, d = _require_owned(src), _require_owned(dst)
@@ -184,7 +186,7 @@ def copy_file(src: str, dst: str) -> None:
         shutil.copy2(s, d)
 
 
-@_inverse
+@inverse
 def remove_tree(path: str) -> None:
     """Remove a directory faultline made (a run directory, a temp dir)."""
     shutil.rmtree(_require_owned(path), ignore_errors=True)
@@ -194,7 +196,7 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=False)
 
 
-@_inverse
+@inverse
 def remove_iptables_chain(chain: str, parents: list[str], table: str = "filter") -> None:
     """Unhook faultline's chain from its parents, flush it and delete it."""
     if not chain.startswith(IPTABLES_PREFIX):
@@ -211,7 +213,7 @@ def remove_iptables_chain(chain: str, parents: list[str], table: str = "filter")
         raise RuntimeError(f"iptables -X {chain}: {res.stderr.strip()}")
 
 
-@_inverse
+@inverse
 def remove_netns(name: str) -> None:
     if not name.startswith(NETNS_PREFIX):
         raise ValueError(f"refusing to touch netns {name}: not faultline's")
@@ -221,7 +223,7 @@ def remove_netns(name: str) -> None:
             raise RuntimeError(f"ip netns delete {name}: {res.stderr.strip()}")
 
 
-@_inverse
+@inverse
 def remove_docker_labeled(run_id: str) -> None:
     """Remove containers, networks and volumes labelled with this run's id."""
     try:

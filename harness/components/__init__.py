@@ -1,0 +1,1 @@
+"""Components: etcd, Go services, Prometheus, Toxiproxy, load generators."""
