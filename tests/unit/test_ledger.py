@@ -107,7 +107,7 @@ def test_sigkilled_run_is_reaped_by_the_watchdog_and_clean_is_idempotent(
         [sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
     assert child.stdout is not None
-    run_id, run_dir, sleeper = child.stdout.readline().split()
+    run_id, run_dir, _sleeper = child.stdout.readline().split()
     assert cleanup.tagged_pids(run_id) != []
     child.kill()
     child.wait()

@@ -1,0 +1,184 @@
+"""The ``faultline`` command: doctor, list, run, report, clean.
+
+Exit codes: 0 success; 1 a scenario failed or something was left behind;
+2 bad input (names the field); 130/143 interrupted (everything reverted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import doctor
+from harness.config import BACKENDS
+from harness.errors import ConfigError, HarnessError
+from harness.run import clean_runs, state_root
+
+__all__ = ["main", "scenario_files", "scenarios_dir"]
+
+
+def scenarios_dir() -> Path:
+    """``$FAULTLINE_SCENARIOS``, else ``scenarios/`` beside the harness package."""
+    env = os.environ.get("FAULTLINE_SCENARIOS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def scenario_files() -> dict[str, Path]:
+    """Scenario name (``etcd-tls-storm``) -> file (``test_etcd_tls_storm.py``)."""
+    d = scenarios_dir()
+    return {p.stem.removeprefix("test_").replace("_", "-"): p for p in sorted(d.glob("test_*.py"))}
+
+
+def _summary(path: Path) -> str:
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    findings = doctor.diagnose()
+    width = max(len(f.name) for f in findings)
+    for f in findings:
+        mark = "ok     " if f.ok else "MISSING"
+        print(f"{mark} {f.name:<{width}}  [{f.needed_by}] {f.detail}")
+        if not f.ok:
+            print(f"        {'':<{width}}  fix: {f.fix}")
+    ready = doctor.local_backend_ready(findings)
+    print("\nlocal backend: " + ("ready" if ready else "NOT ready (see the fixes above)"))
+    return 0 if ready else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    files = scenario_files()
+    if not files:
+        print(f"no scenarios in {scenarios_dir()}")
+        return 1
+    width = max(len(n) for n in files)
+    for name, path in files.items():
+        print(f"{name:<{width}}  {_summary(path)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    files = scenario_files()
+    if args.scenario not in files:
+        known = ", ".join(files) or "(none)"
+        raise ConfigError("SCENARIO", f"unknown scenario {args.scenario!r}", expected=known)
+    report_dir = Path(args.report_dir).resolve()
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(files[args.scenario]),
+        "-p",
+        "no:cacheprovider",
+        f"--backend={args.backend}",
+        f"--report-dir={report_dir}",
+        f"--budget-scale={args.budget_scale}",
+        "-v",
+        "-s" if args.verbose else "-q",
+        "--rootdir",
+        str(scenarios_dir().parent),
+    ]
+    if args.keep_artifacts:
+        cmd.append("--keep-artifacts")
+    print(f"faultline: running {args.scenario} on the {args.backend} backend", flush=True)
+    # pytest gets the signals too (same process group) and reverts every fault;
+    # we only wait for it and pass its exit status on.
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            print("faultline: interrupted, reverting faults...", file=sys.stderr, flush=True)
+    reports = sorted(report_dir.glob("**/report.json"), key=lambda p: p.stat().st_mtime)
+    if reports:
+        from harness.report import render_terminal
+
+        for rpt in reports[-4:]:
+            render_terminal(json.loads(rpt.read_text()))
+            print(f"report: {rpt.parent / 'report.html'}")
+    verdict = {0: "PASSED", 1: "FAILED", 130: "INTERRUPTED", 143: "TERMINATED"}.get(code, "ERROR")
+    print(f"faultline: {args.scenario}: {verdict} (exit {code})")
+    return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import render_terminal
+
+    path = Path(args.path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError("PATH", f"cannot read a report from {path}: {err}") from None
+    render_terminal(data)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    reports = clean_runs(run_id=args.run)
+    if not reports:
+        print(f"nothing to clean under {state_root()}")
+        return 0
+    failed = False
+    for r in reports:
+        status = "cleaned" if not r.errors else "LEFT BEHIND: " + "; ".join(r.errors)
+        print(f"run {r.run_id}: {r.reverted} change(s) reverted; {status}")
+        failed |= bool(r.errors)
+    return 1 if failed else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faultline", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="show component output")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="what is installed, what each backend needs").set_defaults(
+        fn=cmd_doctor
+    )
+    sub.add_parser("list", help="list the scenarios").set_defaults(fn=cmd_list)
+    r = sub.add_parser("run", help="run one scenario and print its report")
+    r.add_argument("scenario", metavar="SCENARIO", help="a name from `faultline list`")
+    r.add_argument("--backend", choices=BACKENDS, default="local")
+    r.add_argument("--report-dir", default="faultline-reports")
+    r.add_argument("--budget-scale", default="1")
+    r.add_argument("--keep-artifacts", action="store_true")
+    r.set_defaults(fn=cmd_run)
+    rep = sub.add_parser("report", help="print a report.json as a table")
+    rep.add_argument("path", metavar="PATH", help="report.json or its directory")
+    rep.set_defaults(fn=cmd_report)
+    c = sub.add_parser("clean", help="reap runs whose owner is gone (after a SIGKILL)")
+    c.add_argument("--run", help="only this run id")
+    c.set_defaults(fn=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        code: int = args.fn(args)
+        return code
+    except ConfigError as err:
+        print(f"faultline: error: {err}", file=sys.stderr)
+        return 2
+    except HarnessError as err:
+        print(f"faultline: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""What this machine has, what each backend needs, and the command that installs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Finding", "cgroup_version", "diagnose", "local_backend_ready"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    ok: bool
+    detail: str
+    fix: str
+    needed_by: str  # "local", "docker", "kubernetes", "all"
+
+
+def cgroup_version() -> int | None:
+    """2 for a unified hierarchy, 1 for v1 controllers, None when neither is usable."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return 2
+    if (root / "memory").is_dir() and (root / "cpu").is_dir():
+        return 1
+    return None
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"({err})"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else "(no version output)"
+
+
+def _binary(name: str, version_args: list[str], fix: str, needed_by: str) -> Finding:
+    path = shutil.which(name)
+    if path is None:
+        return Finding(name, False, "not found on PATH", fix, needed_by)
+    return Finding(name, True, f"{path}: {_version([path, *version_args])}", "", needed_by)
+
+
+def _docker_engine() -> Finding:
+    fix = "apt-get install -y docker.io && (dockerd >/var/log/dockerd.log 2>&1 &)"
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        return Finding("docker engine", False, "docker SDK missing", "pip install docker", "docker")
+    try:
+        client = docker.from_env(timeout=5)
+        version = client.version().get("Version", "?")
+        client.close()
+    except DockerException as err:
+        return Finding("docker engine", False, f"unreachable: {err}", fix, "docker")
+    reaping = (
+        "reaping: faultline ledger + labels (Ryuk disabled: its image cannot be pulled here)"
+        if os.environ.get("TESTCONTAINERS_RYUK_DISABLED", "").lower() == "true"
+        else "reaping: testcontainers Ryuk + faultline ledger and labels"
+    )
+    return Finding("docker engine", True, f"version {version}; {reaping}", "", "docker")
+
+
+def _cgroups() -> Finding:
+    v = cgroup_version()
+    fix = "mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup (run as root)"
+    if v is None:
+        return Finding("cgroups", False, "no usable hierarchy", fix, "local")
+    writable = os.access("/sys/fs/cgroup" + ("" if v == 2 else "/memory"), os.W_OK)
+    detail = f"v{v}, {'writable' if writable else 'NOT writable (run as root)'}"
+    return Finding("cgroups", writable, detail, "" if writable else fix, "local")
+
+
+def diagnose() -> list[Finding]:
+    apt = "apt-get install -y"
+    return [
+        _binary("etcd", ["--version"], f"{apt} etcd-server", "all"),
+        _binary("etcdctl", ["version"], f"{apt} etcd-client", "all"),
+        _binary("prometheus", ["--version"], f"{apt} prometheus", "all"),
+        _binary("promtool", ["--version"], f"{apt} prometheus", "all"),
+        _binary("go", ["version"], f"{apt} golang-go (Go >= 1.22) or https://go.dev/dl", "all"),
+        _binary("iptables", ["--version"], f"{apt} iptables", "local"),
+        _binary("ip", ["-V"], f"{apt} iproute2", "local"),
+        _cgroups(),
+        _docker_engine(),
+        _binary("kind", ["version"], "go install sigs.k8s.io/kind@latest", "kubernetes"),
+        _binary("kubectl", ["version", "--client"], f"{apt} kubernetes-client", "kubernetes"),
+    ]
+
+
+def local_backend_ready(findings: list[Finding]) -> bool:
+    return all(f.ok for f in findings if f.needed_by in ("all", "local"))
