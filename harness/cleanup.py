@@ -246,3 +246,211 @@ def remove_docker_labeled(run_id: str) -> None:
         for v in client.volumes.list(filters={"label": label}):
             with contextlib.suppress(NotFound):
                 v.remove(force=True)
+
+
+# --- inverses of faults (harness/faults) -------------------------------------------------
+
+
+@inverse
+def resume_tagged(run_id: str, workload: str) -> None:
+    """Undo a pause: thaw faultline's freezer cgroups of the workload's processes, SIGCONT them."""
+    for pid in tagged_pids(run_id, workload):
+        _thaw_own_freezers(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+@inverse
+def nothing_to_undo(reason: str) -> None:
+    """The entry of a mutation with no inverse (a kill, a restart): kept for the record."""
+
+
+def _loopback_url(url: str) -> str:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(f"refusing to call {url}: not a loopback address")
+    return url.rstrip("/")
+
+
+def _http(method: str, url: str, body: dict[str, Any] | None = None) -> int:
+    """Status code of one request; 0 when nothing listens (then there is nothing to undo)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
+@inverse
+def remove_toxiproxy_toxic(api: str, proxy: str, toxic: str) -> None:
+    """Delete a toxic faultline added to one of its proxies (gone already is fine)."""
+    if not proxy.startswith("faultline") or not toxic.startswith("faultline"):
+        raise ValueError(f"refusing to touch proxy {proxy} toxic {toxic}: not faultline's")
+    code = _http("DELETE", f"{_loopback_url(api)}/proxies/{proxy}/toxics/{toxic}")
+    if code not in (0, 200, 204, 404):
+        raise RuntimeError(f"toxiproxy DELETE toxic {toxic} on {proxy}: HTTP {code}")
+
+
+@inverse
+def enable_toxiproxy_proxy(api: str, proxy: str) -> None:
+    """Bring a faultline proxy that a fault took down back up."""
+    if not proxy.startswith("faultline"):
+        raise ValueError(f"refusing to touch proxy {proxy}: not faultline's")
+    code = _http("POST", f"{_loopback_url(api)}/proxies/{proxy}", {"enabled": True})
+    if code not in (0, 200, 404):
+        raise RuntimeError(f"toxiproxy enable {proxy}: HTTP {code}")
+
+
+@inverse
+def disable_service_bug(admin_url: str, bug: str) -> None:
+    """Switch off a bug that a fault switched on in a faultline Go target (loopback only)."""
+    code = _http("PUT", f"{_loopback_url(admin_url)}/bugs/{bug}", {"enabled": False})
+    if code not in (0, 200, 204, 404):
+        raise RuntimeError(f"PUT /bugs/{bug} enabled=false: HTTP {code}")
+
+
+@inverse
+def release_port_lock(path: str, run_id: str) -> None:
+    """Remove a port lock file (``<state_root>/ports/<port>.lock``) a dead run left.
+
+    Only when nobody holds its flock and it still names ``run_id``: a live
+    holder, or a run that took the port over since, keeps its lock.
+    """
+    import fcntl  # local: only this inverse needs it
+
+    p = Path(path)
+    if p.parent.name != "ports" or not p.name.removesuffix(".lock").isdigit():
+        raise ValueError(f"refusing to touch {path}: not a faultline port lock")
+    try:
+        fd = os.open(p, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if os.read(fd, 256).decode(errors="replace").strip() != run_id:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(p).st_ino == os.fstat(fd).st_ino:
+                p.unlink()
+    finally:
+        os.close(fd)
+
+
+@inverse
+def remove_empty_cgroups(paths: list[str]) -> None:
+    """rmdir faultline's shared cgroup parents if empty; one in use by another run stays."""
+    import errno  # local: only this inverse needs it
+
+    for path in sorted(paths, key=len, reverse=True):
+        p = _require_owned(path)
+        try:
+            p.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            if err.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                raise
+
+
+@inverse
+def docker_unpause(run_id: str, container: str) -> None:
+    """Unpause a container of this run (undo a pause); a gone or running one is fine."""
+    try:
+        import docker
+        from docker.errors import DockerException, NotFound
+    except ImportError:
+        return
+    try:
+        client = docker.from_env(timeout=30)
+    except DockerException:
+        return
+    try:
+        try:
+            c = client.containers.get(container)
+        except NotFound:
+            return
+        if c.labels.get("faultline.run") != run_id:
+            raise ValueError(f"refusing to touch container {container}: not run {run_id}'s")
+        if c.status == "paused":
+            c.unpause()
+    finally:
+        client.close()  # DockerClient is no context manager (docker 7.2)
+
+
+@inverse
+def docker_network_connect(run_id: str, container: str, network: str, aliases: list[str]) -> None:
+    """Reconnect a container of this run to the run's network (undo an isolation)."""
+    try:
+        import docker
+        from docker.errors import DockerException, NotFound
+    except ImportError:
+        return
+    try:
+        client = docker.from_env(timeout=30)
+    except DockerException:
+        return
+    try:
+        try:
+            c = client.containers.get(container)
+            net = client.networks.get(network)
+        except NotFound:
+            return  # reaped already: nothing is cut off any more
+        for name, labels in ((c.name, c.labels), (net.name, net.attrs.get("Labels") or {})):
+            if labels.get("faultline.run") != run_id:
+                raise ValueError(f"refusing to touch {name}: not run {run_id}'s")
+        if net.name in c.attrs["NetworkSettings"]["Networks"]:
+            return
+        net.connect(c, aliases=aliases)
+    finally:
+        client.close()
+
+
+@inverse
+def remove_docker_run(run_id: str) -> None:
+    """Remove containers, networks and volumes labelled ``faultline.run=<run_id>``.
+
+    What ``remove_docker_labeled`` means to do; that one calls ``with client:``,
+    which docker 7.2's DockerClient does not support, so it always raises.
+    """
+    try:
+        import docker
+        from docker.errors import DockerException, NotFound
+    except ImportError:
+        return
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except DockerException:
+        return  # no engine: nothing of ours can be running there
+    label = {"label": f"faultline.run={run_id}"}
+    try:
+        for c in client.containers.list(all=True, filters=label):
+            with contextlib.suppress(NotFound):
+                c.remove(force=True, v=True)
+        for n in client.networks.list(filters=label):
+            with contextlib.suppress(NotFound):
+                n.remove()
+        for v in client.volumes.list(filters=label):
+            with contextlib.suppress(NotFound):
+                v.remove(force=True)
+    finally:
+        client.close()

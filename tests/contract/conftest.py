@@ -1,0 +1,101 @@
+"""Fixtures of the backend compliance suite: one started backend per name.
+
+Every test in this directory takes the ``backend`` fixture and so runs once
+per backend name in :data:`BACKENDS`; a backend whose prerequisites are
+missing is skipped with the way to get them. After each test the backend and
+the run are closed and :func:`leftovers` must find nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import cleanup
+from harness.backends.base import Backend
+from harness.run import Run
+
+BACKENDS = ["local", "docker"]
+
+
+def make_backend(name: str, run: Run) -> Backend:
+    """Build the named backend for ``run``, or skip saying what is missing."""
+    if name == "local":
+        if os.geteuid() != 0:
+            pytest.skip("the local backend contract needs root (cgroups, iptables): run as root")
+        from harness.backends.local import LocalBackend
+
+        return LocalBackend(run)
+    if name == "docker":
+        try:
+            module = importlib.import_module("harness.backends.docker")
+        except ImportError:
+            pytest.skip("harness.backends.docker is not written yet")
+        try:
+            import docker
+
+            docker.from_env(timeout=5).ping()
+        except Exception as err:  # noqa: BLE001 - any failure means no usable engine
+            pytest.skip(f"no Docker engine ({err}): apt-get install docker.io and start dockerd")
+        backend: Backend = module.DockerBackend(run)
+        return backend
+    raise AssertionError(f"unknown backend {name}")
+
+
+def leftovers(run_id: str, *, but_watchdog: bool = False) -> list[str]:
+    """Everything of run ``run_id`` still on the host: processes, cgroups, chains, containers.
+
+    ``but_watchdog`` leaves out the run's watchdog, alive until the run closes.
+    """
+    pids = set(cleanup.tagged_pids(run_id))
+    if but_watchdog:
+        pids -= set(cleanup.tagged_pids(run_id, "watchdog"))
+    found = [f"process {pid}" for pid in sorted(pids)]
+    roots = [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]
+    found += [f"cgroup {r}" for r in roots if (r / "faultline" / run_id).exists()]
+    if shutil.which("iptables"):
+        rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+        tag = "FL-" + run_id.replace("-", "")[8:] + "-"
+        found += [f"iptables {line}" for line in rules.splitlines() if tag in line]
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        found += [
+            f"container {c.name}"
+            for c in client.containers.list(all=True, filters={"label": f"faultline.run={run_id}"})
+        ]
+    except Exception:  # noqa: BLE001 - no engine: no containers can be left
+        pass
+    return found
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "faultline-state"
+    monkeypatch.setenv("FAULTLINE_STATE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def run(state_dir: Path) -> Iterator[Run]:
+    r = Run.open(state_dir)
+    yield r
+    r.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, run: Run) -> Iterator[Backend]:
+    b = make_backend(request.param, run)
+    try:
+        yield b
+    finally:
+        b.close()
+        assert run.close() == []
+        assert leftovers(run.run_id) == []
