@@ -223,31 +223,6 @@ def remove_netns(name: str) -> None:
             raise RuntimeError(f"ip netns delete {name}: {res.stderr.strip()}")
 
 
-@inverse
-def remove_docker_labeled(run_id: str) -> None:
-    """Remove containers, networks and volumes labelled with this run's id."""
-    try:
-        import docker  # imported here: the docker SDK is only needed for docker runs
-        from docker.errors import DockerException, NotFound
-    except ImportError:
-        return
-    try:
-        client = docker.from_env(timeout=30)
-    except DockerException:
-        return  # no engine: nothing of ours can be running there
-    label = f"faultline.run={run_id}"
-    with client:
-        for c in client.containers.list(all=True, filters={"label": label}):
-            with contextlib.suppress(NotFound):
-                c.remove(force=True, v=True)
-        for n in client.networks.list(filters={"label": label}):
-            with contextlib.suppress(NotFound):
-                n.remove()
-        for v in client.volumes.list(filters={"label": label}):
-            with contextlib.suppress(NotFound):
-                v.remove(force=True)
-
-
 # --- inverses of faults (harness/faults) -------------------------------------------------
 
 
@@ -428,8 +403,7 @@ def docker_network_connect(run_id: str, container: str, network: str, aliases: l
 def remove_docker_run(run_id: str) -> None:
     """Remove containers, networks and volumes labelled ``faultline.run=<run_id>``.
 
-    What ``remove_docker_labeled`` means to do; that one calls ``with client:``,
-    which docker 7.2's DockerClient does not support, so it always raises.
+    The docker SDK is imported here: it is only needed for docker runs.
     """
     try:
         import docker

@@ -1,0 +1,697 @@
+"""The Docker backend: workloads as containers, started with testcontainers.
+
+Each run gets two bridge networks, both labelled ``faultline=1`` and
+``faultline.run=<run_id>`` and covered by one ledger entry (inverse
+``remove_docker_run``) written before either exists:
+
+* ``faultline-<run_id>``: the peer network. Workloads reach each other by
+  their alias (the workload name). :meth:`DockerBackend.isolate` disconnects a
+  container from it, which cuts it off from *all* peers at once (Docker has no
+  per-peer disconnect; ``peers`` is accepted for the protocol and not used).
+* ``faultline-<run_id>-ports``: only carries the ports published on
+  127.0.0.1, with inter-container traffic disabled (``enable_icc=false``), so
+  an isolated container stays reachable from the harness and from nothing else.
+
+Ryuk, testcontainers' reaper, cannot be pulled here, so it is disabled and
+reaping rests on the labels and the ledger (see :data:`REAPING`).
+
+Mapping details worth knowing:
+
+* ports: the container port is a free 127.0.0.1 port number picked on the
+  host, published on 127.0.0.1 under the same number, so ``--listen`` flags
+  are identical inside and out; the harness always dials 127.0.0.1 (never
+  ``get_container_host_ip()``, which may answer the bridge gateway).
+* restart policy: ``on-failure`` (with ``max_restarts``) and ``always`` map to
+  Docker's; Docker applies its own backoff (100 ms doubling, capped at 1 min),
+  ``backoff_initial``/``backoff_max`` are not honoured.
+* :meth:`DockerBackend.kill` signals the container's main process from the
+  host, like a crash, so the restart policy applies; ``docker kill`` would
+  mark the container as stopped by hand and disable it.
+* CPU limits use ``cpu_period``/``cpu_quota`` (not ``nano_cpus``: Docker
+  refuses to update a quota on a container created with NanoCpus), memory
+  uses ``mem_limit`` with ``memswap_limit`` equal, so exceeding it OOM-kills
+  instead of swapping. Docker cannot remove a memory limit, so "unlimited"
+  is the host's RAM.
+* OOM kills come from the engine's ``oom``/``die`` events (State forgets the
+  last exit on a restart). Known gap: on cgroup v1, when the OOM-killed
+  process is the container's PID 1, the engine sometimes misses the cgroup's
+  OOM notification (1 run in 4 here): exit 137 with ``oom_killed`` False.
+* health: a Docker healthcheck built from the liveness probe when the image
+  has ``/bin/sh``; otherwise (scratch images) the harness probes the published
+  port itself, as the local backend does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from harness.backends.base import (
+    Placement,
+    Probe,
+    ProbeKind,
+    ResourceStats,
+    RestartMode,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+from harness.backends.images import SHELL_LABEL, image_for_binary, registry_reachable
+from harness.backends.ports import PortAllocator, PortLease
+from harness.components.base import log_tail
+from harness.errors import BackendUnavailable, ComponentStartError, ConfigError, FaultError
+from harness.run import Run, state_root
+from harness.wait import WaitTimeout, port_open, wait_until
+
+__all__ = ["FILES_DIR", "REAPING", "DockerBackend"]
+
+log = logging.getLogger(__name__)
+
+FILES_DIR = "/faultline/files"
+REAPING = (
+    "Ryuk disabled (its image cannot be pulled here; TESTCONTAINERS_RYUK_DISABLED=true): "
+    "containers and networks carry the labels faultline=1 and faultline.run=<run_id>, and the "
+    "run's ledger records remove_docker_run before anything is created, so run.close(), "
+    "the run's watchdog and `faultline clean` remove them, also after a SIGKILL."
+)
+ENGINE_FIX = (
+    "apt-get install -y docker.io, then start the engine: `dockerd >/tmp/dockerd.log 2>&1 &` "
+    "and wait for /var/run/docker.sock (or set DOCKER_HOST)"
+)
+_CPU_PERIOD_US = 100_000
+_NEVER_FINISHED = "0001-01-01T00:00:00Z"
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _ts_key(ts: bytes) -> tuple[bytes, int]:
+    """Order Docker's RFC3339Nano timestamps (trailing zeros are trimmed, so no string order)."""
+    base, _, frac = ts.rstrip(b"Z").partition(b".")
+    return base, int(frac.ljust(9, b"0")[:9] or b"0")
+
+
+class _LogFollower(threading.Thread):
+    """Copies a container's output to a host file, across restarts, until stopped.
+
+    A ``follow`` stream ends whenever the container stops; it is reopened (from
+    the second of the last line seen, lines already written skipped by
+    timestamp) when the container runs again, which a changed ``StartedAt``
+    shows even when a fast restart has already ended by the next poll.
+    """
+
+    def __init__(self, container: Any, path: Path) -> None:
+        super().__init__(name=f"logs-{path.stem}", daemon=True)
+        self.container = container
+        self.path = path
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from docker.errors import DockerException, NotFound
+
+        last: tuple[bytes, int] = (b"", -1)
+        with open(self.path, "ab", buffering=0) as out:
+            while not self.done.is_set():
+                since, started = None, ""
+                if last[0]:
+                    dt = datetime.datetime.fromisoformat(last[0].decode())
+                    since = int(dt.replace(tzinfo=datetime.UTC).timestamp())
+                try:
+                    self.container.reload()
+                    started = self.container.attrs["State"]["StartedAt"]
+                    stream = self.container.logs(
+                        stream=True, follow=True, timestamps=True, since=since
+                    )
+                    pending = b""
+                    for chunk in stream:
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            ts, _, text = line.partition(b" ")
+                            key = _ts_key(ts)
+                            if key <= last:
+                                continue
+                            last = key
+                            out.write(text + b"\n")
+                except NotFound:
+                    return
+                except DockerException as err:
+                    log.debug("log stream of %s: %s", self.path.stem, err)
+                # Stopped or exited: wait for a restart (by policy or by hand) or for close().
+                while not self.done.wait(0.25):
+                    try:
+                        self.container.reload()
+                    except NotFound:
+                        return
+                    except DockerException:
+                        continue
+                    state = self.container.attrs["State"]
+                    if state["StartedAt"] != started or state["Running"]:
+                        break
+
+
+@dataclass
+class _Workload:
+    spec: WorkloadSpec
+    container: Any  # testcontainers DockerContainer
+    healthcheck: bool
+    memory: int | None
+    cpu: float | None
+    started: float
+    follower: _LogFollower
+    manual_restarts: int = 0
+    pause_seq: int | None = None
+    isolate_seq: int | None = None
+
+    @property
+    def raw(self) -> Any:
+        """The docker SDK Container."""
+        return self.container.get_wrapped_container()
+
+
+class DockerBackend:
+    """Workloads as containers on per-run networks; everything reaped by label.
+
+    >>> with Run.open() as run:                                   # doctest: +SKIP
+    ...     backend = DockerBackend(run)
+    ...     p = backend.plan("etcd", ["client"])
+    ...     backend.start(WorkloadSpec("etcd", ("etcd", f"--listen-client-urls="
+    ...                   f"http://{p.bind_host}:{p.port('client')}"), p))
+    ...     backend.close()
+    """
+
+    name = "docker"
+    reaping = REAPING
+
+    def __init__(self, run: Run) -> None:
+        try:
+            import docker
+            from docker.errors import DockerException
+            from testcontainers.core.config import testcontainers_config
+        except ImportError as err:
+            raise BackendUnavailable(
+                "docker SDK / testcontainers", "pip install faultline"
+            ) from err
+        try:
+            self.client = docker.from_env(timeout=60)
+            self.client.ping()
+        except DockerException as err:
+            raise BackendUnavailable("Docker engine", ENGINE_FIX) from err
+        # Ryuk's image cannot be pulled; the ledger and labels do its job (REAPING).
+        testcontainers_config.ryuk_disabled = True
+        self.run = run
+        self.labels = {"faultline": "1", "faultline.run": run.run_id}
+        self.network_name = f"faultline-{run.run_id}"
+        self.ports_network_name = f"faultline-{run.run_id}-ports"
+        self._networks: list[Any] = []
+        self._net_seq: int | None = None
+        self._workloads: dict[str, _Workload] = {}
+        self._placements: dict[str, Placement] = {}
+        # Same allocator as the local backend: parallel runs never share a port number.
+        self._ports = PortAllocator(state_root() / "ports", run.run_id)
+        self._leases: list[tuple[PortLease, list[int]]] = []
+        self._shell: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    # --- planning and starting -------------------------------------------------------
+
+    def plan(self, name: str, ports: Sequence[str], files: Sequence[str] = ()) -> Placement:
+        numbers = {}
+        for port_name in ports:
+            seqs: list[int] = []
+
+            def record(path: Path, seqs: list[int] = seqs) -> None:
+                seqs.append(
+                    self.run.ledger.record(
+                        f"port lock {path.name} for {name}",
+                        {"op": "release_port_lock", "path": str(path), "run_id": self.run.run_id},
+                    )
+                )
+
+            lease = self._ports.allocate(before_lock=record)
+            self.run.ledger.applied(seqs[-1], port=lease.port)
+            self._leases.append((lease, seqs))
+            numbers[port_name] = lease.port
+        placement = Placement(
+            name=name,
+            bind_host="0.0.0.0",  # inside the container; published on 127.0.0.1 only
+            ports=numbers,
+            internal_host=name,
+            external_ports=dict(numbers),
+            files={f: f"{FILES_DIR}/{f}" for f in files},
+        )
+        self._placements[name] = placement
+        return placement
+
+    def _ensure_networks(self) -> None:
+        from testcontainers.core.network import Network
+
+        with self._lock:
+            if self._net_seq is not None:
+                return
+            self._net_seq = self.run.ledger.record(
+                f"docker networks {self.network_name} (+ every container of the run)",
+                {"op": "remove_docker_run", "run_id": self.run.run_id},
+            )
+            for net_name, options in (
+                (self.network_name, {}),
+                # Publishing only: containers on it cannot reach one another.
+                (self.ports_network_name, {"com.docker.network.bridge.enable_icc": "false"}),
+            ):
+                net = Network(docker_network_kw={"labels": self.labels, "options": options})
+                net.name = net_name
+                self._networks.append(net.create())
+            self.run.ledger.applied(self._net_seq, networks=[n.name for n in self._networks])
+
+    def _image(self, spec: WorkloadSpec) -> str:
+        from docker.errors import APIError, ImageNotFound
+
+        if spec.image is None:
+            return image_for_binary(self.client, spec.command[0])
+        with contextlib.suppress(ImageNotFound):
+            self.client.images.get(spec.image)
+            return spec.image
+        if registry_reachable(spec.image):
+            try:
+                self.client.images.pull(spec.image)
+                return spec.image
+            except APIError as err:
+                log.info("pull of %s failed: %s", spec.image, err)
+        raise BackendUnavailable(
+            f"image {spec.image}",
+            "no registry is reachable: leave WorkloadSpec.image unset to build one from the host "
+            "binary, or `docker load` the image",
+        )
+
+    def _has_shell(self, image: str) -> bool:
+        from docker.errors import NotFound
+
+        if image not in self._shell:
+            labels = self.client.images.get(image).labels or {}
+            if SHELL_LABEL in labels:
+                self._shell[image] = labels[SHELL_LABEL] == "true"
+            else:
+                # Foreign image: look for /bin/sh in a created, never started container.
+                probe = self.client.containers.create(image, labels=self.labels)
+                try:
+                    probe.get_archive("/bin/sh")
+                    self._shell[image] = True
+                except NotFound:
+                    self._shell[image] = False
+                finally:
+                    probe.remove(force=True)
+        return self._shell[image]
+
+    def _healthcheck(self, spec: WorkloadSpec, probe: Probe) -> dict[str, Any]:
+        port = spec.placement.port(probe.port)
+        t = max(1, int(probe.timeout))
+        if probe.kind is ProbeKind.TCP:
+            test = f"nc -w {t} 127.0.0.1 {port} </dev/null"
+        else:
+            scheme = probe.kind.value
+            url = f"{scheme}://127.0.0.1:{port}{probe.path}"
+            # Health, not authentication: skip the server name check (-k), keep client certs.
+            curl = ["curl", "-fsS", "-k", "-o", "/dev/null", "-m", str(t)]
+            if probe.cert_file and probe.key_file:
+                curl += ["--cert", spec.placement.path(probe.cert_file)]
+                curl += ["--key", spec.placement.path(probe.key_file)]
+            wget = f"wget -q -O /dev/null -T {t} --no-check-certificate {url}"
+            test = f"{' '.join(curl)} {url} || {wget}"
+        return {
+            "test": ["CMD-SHELL", test],
+            "interval": int(probe.interval * 1e9),
+            "timeout": int(probe.timeout * 1e9),
+            "retries": probe.failure_threshold,
+        }
+
+    def start(self, spec: WorkloadSpec) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        if not spec.command:
+            raise ConfigError(f"workload {spec.name}.command", "is empty", expected="a binary")
+        old = self._workloads.pop(spec.name, None)
+        if old is not None:
+            old.follower.done.set()
+            with contextlib.suppress(Exception):
+                old.raw.remove(force=True)
+        self._ensure_networks()
+        image = self._image(spec)
+        healthcheck = spec.liveness is not None and self._has_shell(image)
+        memory = spec.memory_limit
+        kwargs: dict[str, Any] = {
+            "entrypoint": [spec.command[0]],
+            "labels": {**self.labels, "faultline.workload": spec.name},
+            "restart_policy": self._restart_policy(spec),
+            "stop_signal": signal.Signals(spec.stop_signal).name,
+            "mem_limit": memory or _host_memory(),
+            "memswap_limit": memory or _host_memory(),
+            "cpu_period": _CPU_PERIOD_US,
+        }
+        if spec.cpu_limit is not None:
+            kwargs["cpu_quota"] = int(spec.cpu_limit * _CPU_PERIOD_US)
+        if healthcheck:
+            assert spec.liveness is not None
+            kwargs["healthcheck"] = self._healthcheck(spec, spec.liveness)
+        run_net, ports_net = self._networks
+        tc = (
+            DockerContainer(image)
+            .with_name(f"faultline-{self.run.run_id}-{spec.name}")
+            .with_command(list(spec.command[1:]))
+            .with_envs(**{**spec.env, **self.run.child_env(spec.name)})
+            .with_network(run_net)
+            .with_network_aliases(spec.name)
+            .with_kwargs(**kwargs)
+        )
+        for port in spec.placement.external_ports.values():
+            # testcontainers types host ports as int; the SDK also takes (host_ip, port),
+            # which is how the port stays on 127.0.0.1.
+            cast(dict[str, Any], tc.ports)[f"{port}/tcp"] = ("127.0.0.1", port)
+        for fname, host_path in spec.files.items():
+            tc.with_volume_mapping(str(Path(host_path).resolve()), f"{FILES_DIR}/{fname}", "ro")
+        tc.start()
+        # Connected after start: the published ports keep working through this network
+        # while the container is disconnected from the peer network by isolate().
+        ports_net.connect(tc.get_container_id())
+        path = self.log_path(spec.name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        follower = _LogFollower(tc.get_wrapped_container(), path)
+        follower.start()
+        self._workloads[spec.name] = _Workload(
+            spec=spec,
+            container=tc,
+            healthcheck=healthcheck,
+            memory=memory,
+            cpu=spec.cpu_limit,
+            started=time.time(),
+            follower=follower,
+        )
+        log.info("started %s (%s) as %s", spec.name, image, tc.get_container_id()[:12])
+
+    @staticmethod
+    def _restart_policy(spec: WorkloadSpec) -> dict[str, Any]:
+        if spec.restart.mode is RestartMode.ON_FAILURE:
+            return {"Name": "on-failure", "MaximumRetryCount": spec.restart.max_restarts or 0}
+        if spec.restart.mode is RestartMode.ALWAYS:
+            return {"Name": "always"}  # Docker has no retry limit for "always"
+        return {"Name": "no"}
+
+    def _get(self, name: str) -> _Workload:
+        try:
+            return self._workloads[name]
+        except KeyError:
+            raise ConfigError("workload", f"{name!r} was not started by this backend") from None
+
+    # --- health and readiness ---------------------------------------------------------
+
+    def _probe_ok(self, spec: WorkloadSpec, probe: Probe) -> bool:
+        host, port = spec.placement.external(probe.port)
+        if probe.kind is ProbeKind.TCP:
+            return port_open(host, port, timeout=probe.timeout)
+        verify: ssl.SSLContext | bool = False
+        cert: tuple[str, str] | None = None
+        if probe.kind is ProbeKind.HTTPS:
+            ctx = ssl.create_default_context(
+                cafile=str(spec.files[probe.ca_file]) if probe.ca_file else None
+            )
+            # Health, not authentication: the server name differs per backend.
+            ctx.check_hostname = False
+            if probe.cert_file and probe.key_file:
+                cert = (str(spec.files[probe.cert_file]), str(spec.files[probe.key_file]))
+                ctx.load_cert_chain(*cert)
+            verify = ctx
+        url = spec.placement.external_url(probe.port, probe.kind.value, probe.path)
+        try:
+            resp = httpx.get(url, timeout=probe.timeout, verify=verify)
+        except httpx.HTTPError:
+            return False
+        return 200 <= resp.status_code < 400
+
+    def _dead(self, w: _Workload) -> bool:
+        """Exited for good: not running and not going to be restarted by the policy."""
+        w.raw.reload()
+        state = w.raw.attrs["State"]
+        return (
+            w.raw.status == "exited"
+            and not state.get("Restarting", False)
+            and (
+                w.spec.restart.mode is RestartMode.NEVER
+                or (
+                    w.spec.restart.mode is RestartMode.ON_FAILURE
+                    and (state["ExitCode"] == 0 or self._policy_exhausted(w))
+                )
+            )
+        )
+
+    def _policy_exhausted(self, w: _Workload) -> bool:
+        limit = w.spec.restart.max_restarts
+        return limit is not None and int(w.raw.attrs["RestartCount"]) >= limit
+
+    def wait_ready(self, name: str, timeout: float) -> None:
+        w = self._get(name)
+        probe = w.spec.readiness or w.spec.liveness
+
+        def ready() -> bool:
+            if self._dead(w):
+                return True  # decided below; no point waiting any longer
+            if probe is None:
+                return bool(w.raw.status == "running")
+            return w.raw.status == "running" and self._probe_ok(w.spec, probe)
+
+        try:
+            wait_until(ready, timeout=timeout, interval=0.2, what=f"{name} ready")
+            if self._dead(w):
+                code = w.raw.attrs["State"]["ExitCode"]
+                raise ComponentStartError(f"{name} exited with code {code} before it was ready")
+        except (WaitTimeout, ComponentStartError) as err:
+            wrapped = (
+                err
+                if isinstance(err, ComponentStartError)
+                else ComponentStartError(f"{name} not ready: {err}")
+            )
+            tail = w.raw.logs(tail=40).decode(errors="replace")
+            wrapped.add_note(f"last log lines of {name}:\n{tail or log_tail(self.log_path(name))}")
+            if wrapped is err:
+                raise
+            raise wrapped from err
+
+    # --- lifecycle operations ---------------------------------------------------------
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        from docker.errors import NotFound
+
+        w = self._get(name)
+        with contextlib.suppress(NotFound):
+            w.raw.reload()
+            if w.raw.status in ("running", "paused", "restarting"):
+                # Docker marks it stopped by hand: the restart policy does not bring it back.
+                w.raw.stop(timeout=max(0, round(timeout)))
+
+    def kill(self, name: str, signum: int = 9) -> None:
+        w = self._get(name)
+        w.raw.reload()
+        pid = int(w.raw.attrs["State"]["Pid"])
+        if w.raw.status != "running" or pid <= 0:
+            raise FaultError(f"cannot signal {name}: container is {w.raw.status}")
+        try:
+            own = w.raw.id in Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            own = False  # a remote engine (or one in a VM): its pids are not ours to see
+        if own:
+            # From the host, like a crash: `docker kill` would disable the restart policy.
+            os.kill(pid, signum)
+        else:
+            w.raw.kill(signal=signum)
+
+    def pause(self, name: str) -> None:
+        w = self._get(name)
+        if w.pause_seq is not None:
+            return
+        w.pause_seq = self.run.ledger.record(
+            f"pause container of {name}",
+            {"op": "docker_unpause", "run_id": self.run.run_id, "container": w.raw.id},
+        )
+        w.raw.pause()
+        self.run.ledger.applied(w.pause_seq)
+
+    def resume(self, name: str) -> None:
+        w = self._get(name)
+        if w.pause_seq is not None:
+            self.run.ledger.revert(w.pause_seq)
+            w.pause_seq = None
+
+    def restart(self, name: str) -> None:
+        w = self._get(name)
+        w.raw.restart(timeout=10)
+        # `docker restart` leaves RestartCount alone; a restart by hand still counts.
+        w.manual_restarts += 1
+
+    def _exits(self, w: _Workload) -> tuple[int, int | None, bool]:
+        """(OOM kills, last exit code, whether that exit was an OOM kill), from engine events.
+
+        The container's State forgets the last exit once a restart runs it again;
+        the engine's ``oom`` and ``die`` events keep every one.
+        """
+        events = self.client.events(
+            since=int(w.started) - 1,
+            until=int(time.time()) + 1,
+            filters={"container": w.raw.id, "event": ["oom", "die"]},
+            decode=True,
+        )
+        ooms, last_code, last_oom, oom_pending = 0, None, False, False
+        for ev in events:
+            if ev.get("Action") == "oom":
+                ooms += 1
+                oom_pending = True
+            elif ev.get("Action") == "die":
+                last_code = int(ev["Actor"]["Attributes"].get("exitCode", -1))
+                last_oom, oom_pending = oom_pending, False
+        return ooms, last_code, last_oom
+
+    def status(self, name: str) -> WorkloadStatus:
+        w = self._get(name)
+        # Events before state: a death between the two reads then shows as "exited,
+        # code from State" instead of "running, with an exit code".
+        ooms, last_code, last_oom = self._exits(w)
+        w.raw.reload()
+        state = w.raw.attrs["State"]
+        if not state["Running"] and state["FinishedAt"] != _NEVER_FINISHED:
+            last_code = int(state["ExitCode"])
+            last_oom = last_oom or bool(state["OOMKilled"])
+        healthy: bool | None = None
+        if w.healthcheck:
+            health = state.get("Health", {}).get("Status")
+            healthy = {"healthy": True, "unhealthy": False}.get(health)
+        elif w.spec.liveness is not None:
+            healthy = state["Running"] and self._probe_ok(w.spec, w.spec.liveness)
+        return WorkloadStatus(
+            running=bool(state["Running"]),
+            paused=bool(state["Paused"]),
+            exit_code=last_code,
+            oom_killed=last_oom,
+            oom_kills=ooms,
+            restarts=int(w.raw.attrs["RestartCount"]) + w.manual_restarts,
+            healthy=healthy,
+        )
+
+    def stats(self, name: str) -> ResourceStats:
+        w = self._get(name)
+        s = w.raw.stats(stream=False, one_shot=True)
+        mem = s.get("memory_stats", {})
+        inner = mem.get("stats", {})
+        # As `docker stats` does: page cache that can be dropped is not usage.
+        inactive = inner.get("total_inactive_file", inner.get("inactive_file", 0))
+        cpu = s.get("cpu_stats", {})
+        throttling = cpu.get("throttling_data", {})
+        return ResourceStats(
+            memory_bytes=max(0, int(mem.get("usage", 0)) - int(inactive)),
+            memory_limit=w.memory,
+            cpu_seconds=int(cpu.get("cpu_usage", {}).get("total_usage", 0)) / 1e9,
+            throttled_periods=int(throttling.get("throttled_periods", 0)),
+            throttled_seconds=int(throttling.get("throttled_time", 0)) / 1e9,
+            oom_kills=self._exits(w)[0],
+        )
+
+    def set_limits(
+        self,
+        name: str,
+        *,
+        cpu: float | None = None,
+        memory: int | None = None,
+        cpu_period_us: int | None = None,
+    ) -> None:
+        from docker.errors import APIError
+
+        w = self._get(name)
+        period = cpu_period_us or _CPU_PERIOD_US
+        mem = memory or _host_memory()
+        try:
+            w.raw.update(
+                cpu_period=period,
+                cpu_quota=int(cpu * period) if cpu is not None else -1,
+                mem_limit=mem,
+                memswap_limit=mem,
+            )
+        except APIError as err:
+            raise FaultError(f"cannot set limits of {name} (cpu={cpu}, memory={memory})") from err
+        w.cpu, w.memory = cpu, memory
+
+    def isolate(self, name: str, peers: Sequence[str]) -> None:
+        """Disconnect ``name`` from the run's peer network: cut off from every peer.
+
+        Docker cannot drop only some peers, so ``peers`` is not used. Published
+        ports stay reachable from the harness (they ride the ports network).
+        """
+        w = self._get(name)
+        if w.isolate_seq is not None:
+            return
+        run_net = self._networks[0]
+        w.isolate_seq = self.run.ledger.record(
+            f"disconnect {name} from {run_net.name}",
+            {
+                "op": "docker_network_connect",
+                "run_id": self.run.run_id,
+                "container": w.raw.id,
+                "network": run_net.name,
+                "aliases": [name],
+            },
+        )
+        run_net._unwrap_network.disconnect(w.raw.id)
+        self.run.ledger.applied(w.isolate_seq)
+
+    def heal(self, name: str) -> None:
+        w = self._get(name)
+        if w.isolate_seq is not None:
+            self.run.ledger.revert(w.isolate_seq)
+            w.isolate_seq = None
+
+    def log_path(self, name: str) -> Path:
+        return self.run.dir / "logs" / f"{name}.log"
+
+    def container_id(self, name: str) -> str:
+        """The Docker id of a workload's container (for tests and diagnostics)."""
+        return str(self._get(name).raw.id)
+
+    def close(self) -> None:
+        """Remove every container and network of the run (by label); idempotent."""
+        from docker.errors import DockerException
+
+        for w in self._workloads.values():
+            w.follower.done.set()
+            # Ended here, the log streams deliver the last lines before the removal.
+            with contextlib.suppress(DockerException):
+                w.raw.reload()
+                if w.raw.status in ("running", "paused", "restarting"):
+                    w.raw.kill()
+        for w in self._workloads.values():
+            w.follower.join(timeout=5)
+        if self._net_seq is not None:
+            self.run.ledger.revert(self._net_seq)
+            # The containers are gone, and with them any pause or isolation.
+            for w in self._workloads.values():
+                for seq in (w.pause_seq, w.isolate_seq):
+                    if seq is not None:
+                        self.run.ledger.mark_reverted(seq)
+                w.pause_seq = w.isolate_seq = None
+        for w in self._workloads.values():
+            w.container.get_docker_client().client.close()
+        self._workloads.clear()
+        for lease, seqs in self._leases:
+            lease.release()
+            for seq in seqs:
+                self.run.ledger.revert(seq)  # the lock file is gone: only marks it
+        self._leases.clear()
+        self._networks.clear()
+        self._net_seq = None
+        self.client.close()
