@@ -64,12 +64,11 @@ class CertFault(WorkloadFault):
         if self.scope.cluster is None:
             raise ConfigError(f"{self.name}.scope.cluster", "certificate faults need the cluster")
         super()._prepare()
-        # EtcdCluster keeps where each member reads its files in its placements.
-        placements = getattr(self.scope.cluster, "_placements", None)
-        if not isinstance(placements, dict):
+        placement = getattr(self.scope.cluster, "placement", None)
+        if placement is None:
             raise ConfigError(f"{self.name}.scope.cluster", "is not an EtcdCluster")
         for m in self.targets:
-            live = {f: Path(placements[m].path(f)) for f in _FILES}
+            live = {f: Path(placement(m).path(f)) for f in _FILES}
             for p in live.values():
                 if "faultline" not in p.as_posix() or not p.is_file():
                     raise UnsafeTargetError(
