@@ -1,0 +1,22 @@
+"""Observers: turn raw signals into events and series on the run's timeline.
+
+=====================  ====================================================
+module                 writes
+=====================  ====================================================
+:mod:`.prom`           ``alert.pending/firing/resolved``; PromQL series
+:mod:`.logs`           ``detector.hit`` (data race, map races, deadlock, panic)
+:mod:`.oom`            ``oom.killed``, ``workload.restarted``
+:mod:`.etcd`           ``etcd.leader_changed``, ``etcd.quorum_lost/restored``
+:mod:`.goroutines`     (pure) leak and deadlock findings from goroutine dumps
+=====================  ====================================================
+
+Every watcher has ``start()``/``stop()`` and works as a context manager; a
+failing poll is logged and the next one runs.
+"""
+
+from harness.observe.etcd import LeaderWatcher
+from harness.observe.logs import LogDetector
+from harness.observe.oom import OomWatcher
+from harness.observe.prom import AlertWatcher, SeriesSampler
+
+__all__ = ["AlertWatcher", "LeaderWatcher", "LogDetector", "OomWatcher", "SeriesSampler"]

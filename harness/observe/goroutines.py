@@ -1,0 +1,285 @@
+"""Goroutine dumps (``/debug/pprof/goroutine?debug=2``): parse, group, classify.
+
+A dump lists every goroutine with its state (``running``, ``chan receive``,
+``sync.Mutex.Lock``...), how long it has been blocked (``N minutes``, printed
+only once a GC has stamped the wait, so often absent) and its stack. Goroutines
+with the same state and stack form a :class:`Group`.
+
+Two findings, from successive dumps of one process:
+
+* leak: a group whose count grows from dump to dump (and with the request
+  count, when known): something starts goroutines that never finish.
+* deadlock: goroutines blocked on a channel, ``select`` or a lock for longer than
+  a threshold, seen either as the same goroutine id in the same blocked stack in
+  dumps that far apart, or through the ``N minutes`` the runtime printed. Groups
+  that grow are leaks, not deadlocks.
+
+Each finding names its top frame in the project's code (function + file:line).
+
+>>> dumps = [parse_dump(text, taken_at=t, requests=n) for text, t, n in captured]  # doctest: +SKIP
+>>> for f in find_leaks(dumps) + find_deadlocks(dumps, min_blocked=10): print(f)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BLOCKING_STATES",
+    "Dump",
+    "Finding",
+    "Frame",
+    "Goroutine",
+    "Group",
+    "find_deadlocks",
+    "find_leaks",
+    "group",
+    "is_project_function",
+    "parse_dump",
+]
+
+log = logging.getLogger(__name__)
+
+# Wait reasons of a goroutine that waits on another goroutine (not on I/O, timers or GC).
+BLOCKING_STATES = frozenset(
+    {
+        "chan send",
+        "chan receive",
+        "chan send (nil chan)",
+        "chan receive (nil chan)",
+        "select",
+        "select (no cases)",
+        "semacquire",
+        "sync.Mutex.Lock",
+        "sync.RWMutex.Lock",
+        "sync.RWMutex.RLock",
+        "sync.Cond.Wait",
+        "sync.WaitGroup.Wait",
+    }
+)
+
+# Modules that are not the project's even though their path has a dot.
+_THIRD_PARTY = (
+    "golang.org/x/",
+    "google.golang.org/",
+    "github.com/prometheus/",
+    "go.etcd.io/",
+    "github.com/golang/",
+    "github.com/grpc-ecosystem/",
+    "go.uber.org/",
+    "github.com/Shopify/",
+)
+
+_HEADER = re.compile(r"^goroutine (\d+)(?: [^\[]*)? ?\[([^\]]*)\]:$")
+_LOCATION = re.compile(r"^\t(.+?):(\d+)(?: \+0x[0-9a-f]+)?$")
+_CREATED = re.compile(r"^created by (\S+?)(?: in goroutine \d+)?$")
+_MINUTES = re.compile(r"^(\d+) minutes$")
+
+
+def is_project_function(function: str) -> bool:
+    """Default test for "the project's code": ``main.*`` or a module path outside
+    the standard library and the well-known third-party modules."""
+    if function.startswith("main."):
+        return True
+    first = function.split("/", 1)[0]
+    return "." in first and "/" in function and not function.startswith(_THIRD_PARTY)
+
+
+@dataclass(frozen=True)
+class Frame:
+    function: str  # without arguments: "main.waitForReply", "sync.(*Mutex).Lock"
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.function} ({self.file}:{self.line})"
+
+
+@dataclass(frozen=True)
+class Goroutine:
+    id: int
+    state: str  # the wait reason: "chan receive", "sync.Mutex.Lock", "running", ...
+    minutes: int  # minutes blocked as printed by the runtime (0 when not printed)
+    frames: tuple[Frame, ...]
+    created_by: Frame | None
+
+    @property
+    def signature(self) -> tuple[str, ...]:
+        """State and stack: goroutines with equal signatures are copies of one another."""
+        created = () if self.created_by is None else (f"created by {self.created_by.function}",)
+        return (self.state, *(f.function for f in self.frames), *created)
+
+    def top_frame(self, project: Callable[[str], bool] = is_project_function) -> Frame | None:
+        """The innermost frame in the project's code (falls back to the creator)."""
+        for f in self.frames:
+            if project(f.function):
+                return f
+        if self.created_by is not None and project(self.created_by.function):
+            return self.created_by
+        return None
+
+
+@dataclass(frozen=True)
+class Dump:
+    goroutines: tuple[Goroutine, ...]
+    taken_at: float | None = None  # timeline seconds
+    requests: float | None = None  # requests served when the dump was taken
+
+
+def _strip_args(call: str) -> str:
+    # "main.transfer(0x0?, 0xa4a930)" -> "main.transfer"; "sync.(*Mutex).Lock(...)" keeps
+    # the receiver's parentheses, so cut at the last "(" only when the line ends with ")".
+    if call.endswith(")"):
+        return call[: call.rfind("(")]
+    return call
+
+
+def parse_dump(text: str, *, taken_at: float | None = None, requests: float | None = None) -> Dump:
+    """Parse a ``debug=2`` goroutine dump (also the stacks of a Go crash)."""
+    goroutines: list[Goroutine] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.splitlines()
+        if not lines:
+            continue
+        m = _HEADER.match(lines[0].strip())
+        if not m:
+            continue
+        parts = [p.strip() for p in m.group(2).split(",")]
+        minutes = next((int(mm.group(1)) for p in parts if (mm := _MINUTES.match(p))), 0)
+        frames: list[Frame] = []
+        created_by: Frame | None = None
+        i = 1
+        while i < len(lines):
+            call = lines[i]
+            loc = _LOCATION.match(lines[i + 1]) if i + 1 < len(lines) else None
+            file, line = (loc.group(1), int(loc.group(2))) if loc else ("?", 0)
+            cm = _CREATED.match(call)
+            if cm:
+                created_by = Frame(cm.group(1), file, line)
+            elif not call.startswith(("...", "\t")):
+                frames.append(Frame(_strip_args(call), file, line))
+            i += 2 if loc else 1
+        goroutines.append(Goroutine(int(m.group(1)), parts[0], minutes, tuple(frames), created_by))
+    return Dump(tuple(goroutines), taken_at, requests)
+
+
+@dataclass(frozen=True)
+class Group:
+    signature: tuple[str, ...]
+    state: str
+    goroutines: tuple[Goroutine, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.goroutines)
+
+
+def group(dump: Dump) -> dict[tuple[str, ...], Group]:
+    """Goroutines of a dump grouped by signature (state + stack)."""
+    by_sig: dict[tuple[str, ...], list[Goroutine]] = {}
+    for g in dump.goroutines:
+        by_sig.setdefault(g.signature, []).append(g)
+    return {sig: Group(sig, gs[0].state, tuple(gs)) for sig, gs in by_sig.items()}
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # "leak" | "deadlock"
+    state: str
+    count: int  # goroutines in the group in the last dump
+    top_frame: Frame | None
+    detail: str
+    signature: tuple[str, ...]
+
+    def __str__(self) -> str:
+        where = self.top_frame or "(no project frame)"
+        return f"{self.kind}: {self.count} goroutines [{self.state}] at {where}: {self.detail}"
+
+
+def find_leaks(
+    dumps: Sequence[Dump],
+    *,
+    min_growth: int = 5,
+    project: Callable[[str], bool] = is_project_function,
+) -> list[Finding]:
+    """Groups whose count never falls across ``dumps`` and rises by >= ``min_growth``.
+
+    When the dumps carry request counts, a group must also grow between dumps
+    where requests were served and the finding reports goroutines per request.
+    """
+    if len(dumps) < 2:
+        return []
+    groups = [group(d) for d in dumps]
+    findings = []
+    for sig, last in groups[-1].items():
+        counts = [gs[sig].count if sig in gs else 0 for gs in groups]
+        rising = all(b >= a for a, b in itertools.pairwise(counts))
+        if not rising or counts[-1] - counts[0] < min_growth:
+            continue
+        detail = f"count {' -> '.join(map(str, counts))} over {len(dumps)} dumps"
+        first_req, last_req = dumps[0].requests, dumps[-1].requests
+        if first_req is not None and last_req is not None:
+            served = last_req - first_req
+            if served <= 0:
+                continue  # growth without requests: not the request-driven leak we look for
+            detail += f", {(counts[-1] - counts[0]) / served:.2f} per request"
+        top = last.goroutines[0].top_frame(project)
+        findings.append(Finding("leak", last.state, last.count, top, detail, sig))
+    findings.sort(key=lambda f: -f.count)
+    return findings
+
+
+def find_deadlocks(
+    dumps: Sequence[Dump],
+    *,
+    min_blocked: float = 60.0,
+    project: Callable[[str], bool] = is_project_function,
+    ignore: Collection[str] = (),
+) -> list[Finding]:
+    """Groups blocked on channels, selects or locks for at least ``min_blocked`` seconds.
+
+    Blocked time is the larger of what the runtime printed (``N minutes``) and
+    how long the same goroutine id sat in the same blocked stack across dumps
+    (which needs ``taken_at`` on the dumps). Leaking groups are left to
+    :func:`find_leaks`; goroutines without a project frame (idle runtime and
+    library workers) are ignored, and so are groups whose top frame's function is
+    in ``ignore``.
+
+    Known false positive: a loop that sleeps on a ticker or an idle worker waiting
+    on its job channel sits in ``chan receive`` / ``select`` in every dump, between
+    wake-ups we cannot see; name such functions in ``ignore``. The runtime's
+    ``N minutes`` has no such problem but is printed only after a GC, in whole minutes.
+    """
+    if not dumps:
+        return []
+    leaking = {f.signature for f in find_leaks(dumps, project=project)}
+    last = dumps[-1]
+    first_seen: dict[tuple[int, tuple[str, ...]], float] = {}
+    for d in dumps:
+        if d.taken_at is None:
+            continue
+        for g in d.goroutines:
+            first_seen.setdefault((g.id, g.signature), d.taken_at)
+    findings = []
+    for sig, grp in group(last).items():
+        if grp.state not in BLOCKING_STATES or sig in leaking:
+            continue
+        top = grp.goroutines[0].top_frame(project)
+        if top is None or top.function in ignore:
+            continue
+        blocked = []
+        for g in grp.goroutines:
+            seen = first_seen.get((g.id, sig))
+            across = (last.taken_at - seen) if seen is not None and last.taken_at else 0.0
+            blocked.append(max(60.0 * g.minutes, across))
+        longest = max(blocked)
+        if longest < min_blocked:
+            continue
+        detail = f"blocked >= {longest:.0f}s ({len(blocked)} goroutines)"
+        findings.append(Finding("deadlock", grp.state, grp.count, top, detail, sig))
+    findings.sort(key=lambda f: -f.count)
+    return findings

@@ -1,0 +1,3 @@
+module faultline/dumpgen
+
+go 1.21

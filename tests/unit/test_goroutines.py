@@ -1,0 +1,133 @@
+"""Goroutine-dump parsing and leak/deadlock classification on real dumps.
+
+The dumps in tests/unit/data/ come from tests/unit/data/dumpgen (see its header):
+``goroutines_leak_{5,25,50}.txt`` after 5, 25 and 50 requests to its leaking
+handler, one second apart; ``goroutines_minutes.txt`` from a process that ran
+75 s with a GC every 5 s, so blocked goroutines show "1 minutes".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.observe.goroutines import (
+    Dump,
+    find_deadlocks,
+    find_leaks,
+    group,
+    is_project_function,
+    parse_dump,
+)
+
+DATA = Path(__file__).parent / "data"
+SOURCE = "dumpgen/main.go"
+LEAK_LINE, LOCK_LINE, SEND_LINE, TICKER_FN = 34, 42, 50, "main.serve.func2"
+
+
+def _leak_dumps(with_requests: bool = True) -> list[Dump]:
+    return [
+        parse_dump(
+            (DATA / f"goroutines_leak_{n}.txt").read_text(),
+            taken_at=float(i),
+            requests=float(n) if with_requests else None,
+        )
+        for i, n in enumerate((5, 25, 50))
+    ]
+
+
+def test_parse_header_state_minutes_and_frames() -> None:
+    dump = parse_dump((DATA / "goroutines_minutes.txt").read_text())
+    assert len(dump.goroutines) == 27
+    locked = [g for g in dump.goroutines if g.state == "sync.Mutex.Lock"]
+    assert len(locked) == 2 and all(g.minutes == 1 for g in locked)
+    g = locked[0]
+    assert g.frames[0].function == "internal/sync.runtime_SemacquireMutex"
+    assert g.frames[0].file.endswith("/runtime/sema.go")
+    assert "sync.(*Mutex).Lock" in [f.function for f in g.frames]
+    top = g.top_frame()
+    assert top is not None
+    assert (top.function, top.file.endswith(SOURCE), top.line) == ("main.transfer", True, LOCK_LINE)
+    assert g.created_by is not None and g.created_by.function == "main.serve"
+    fresh = [g for g in dump.goroutines if g.state == "chan receive" and g.minutes == 0]
+    assert len(fresh) == 11  # 10 new leaks + the ticker loop
+
+
+def test_group_by_state_and_stack() -> None:
+    groups = group(parse_dump((DATA / "goroutines_leak_50.txt").read_text()))
+    sizes = sorted(g.count for g in groups.values())
+    assert sizes[-1] == 50
+    biggest = max(groups.values(), key=lambda g: g.count)
+    assert biggest.state == "chan receive"
+    assert biggest.signature[1] == "main.waitForReply"
+
+
+def test_leak_found_with_its_frame_and_rate() -> None:
+    leaks = find_leaks(_leak_dumps())
+    assert len(leaks) == 1
+    leak = leaks[0]
+    assert leak.kind == "leak" and leak.count == 50
+    assert leak.top_frame is not None
+    assert leak.top_frame.function == "main.waitForReply"
+    assert leak.top_frame.file.endswith(SOURCE) and leak.top_frame.line == LEAK_LINE
+    assert "5 -> 25 -> 50" in leak.detail and "1.00 per request" in leak.detail
+
+
+def test_no_leak_when_requests_did_not_move() -> None:
+    dumps = _leak_dumps()
+    frozen = [Dump(d.goroutines, d.taken_at, 7.0) for d in dumps]
+    assert find_leaks(frozen) == []
+
+
+def test_no_leak_in_a_steady_process() -> None:
+    d = parse_dump((DATA / "goroutines_leak_50.txt").read_text())
+    assert find_leaks([d, d, d]) == []
+    assert find_leaks([d]) == []
+
+
+def test_deadlocks_across_dumps_exclude_the_leak() -> None:
+    found = find_deadlocks(_leak_dumps(), min_blocked=1.5, ignore={TICKER_FN})
+    by_state = {f.state: f for f in found}
+    assert set(by_state) == {"sync.Mutex.Lock", "chan send"}
+    lock = by_state["sync.Mutex.Lock"]
+    assert lock.count == 2 and lock.top_frame is not None
+    assert (lock.top_frame.function, lock.top_frame.line) == ("main.transfer", LOCK_LINE)
+    send = by_state["chan send"]
+    assert send.top_frame is not None and send.top_frame.line == SEND_LINE
+
+
+def test_ticker_loop_is_the_documented_false_positive() -> None:
+    found = find_deadlocks(_leak_dumps(), min_blocked=1.5)
+    assert TICKER_FN in {f.top_frame.function for f in found if f.top_frame}
+
+
+def test_deadlock_threshold() -> None:
+    # The dumps span 2 s: a 5 s threshold is not reached without the runtime's minutes.
+    assert find_deadlocks(_leak_dumps(), min_blocked=5.0) == []
+
+
+def test_deadlock_from_runtime_minutes_in_one_dump() -> None:
+    dump = parse_dump((DATA / "goroutines_minutes.txt").read_text())
+    found = find_deadlocks([dump], min_blocked=60.0)
+    states = sorted(f.state for f in found)
+    # One dump cannot tell a leak: the leaked receivers that waited a minute count too.
+    assert states == ["chan receive", "chan send", "sync.Mutex.Lock"]
+    receive = next(f for f in found if f.state == "chan receive")
+    assert receive.top_frame is not None and receive.top_frame.function == "main.waitForReply"
+
+
+def test_project_function() -> None:
+    assert is_project_function("main.transfer")
+    assert is_project_function(
+        "github.com/faultline/faultline/go_targets/internal/orderd.(*S).Reserve"
+    )
+    assert not is_project_function("sync.(*Mutex).Lock")
+    assert not is_project_function("net/http.(*conn).serve")
+    assert not is_project_function("google.golang.org/grpc.(*Server).serveStreams")
+
+
+def test_crash_stacks_parse_too() -> None:
+    dump = parse_dump((DATA / "log_concurrent_map_writes.txt").read_text())
+    g = dump.goroutines[0]
+    assert g.state == "running"
+    top = g.top_frame()
+    assert top is not None and top.function == "main.mapwrites.func1"
