@@ -28,7 +28,14 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
     for row in report["ttd"]:
         rec = ttr.get(row["fault"])
         by = f" by {row['by']}" if row["by"] else ""
-        rec_text = "not reverted" if rec is None else _secs(rec["seconds"])
+        if rec is None:
+            rec_text = "not reverted"
+        elif rec["seconds"] is not None:
+            rec_text = f"{rec['seconds']:.2f}s (alerts resolved)"
+        elif rec["unresolved"]:
+            rec_text = "never (unresolved: " + ", ".join(rec["unresolved"]) + ")"
+        else:
+            rec_text = "n/a (no alert fired; see the checks)"
         console.print(
             f"  {row['fault']}: TTD {_secs(row['seconds'])}{by}, TTR {rec_text}", highlight=False
         )
@@ -41,7 +48,9 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
     console.print(table)
     figures = report.get("figures") or {}
     if figures:
-        cols = sorted({k for row in figures.values() for k in row})
+        order = ["normal", "worst", "recovered"]
+        keys = {k for row in figures.values() for k in row}
+        cols = [c for c in order if c in keys] + sorted(keys - set(order))
         fig_table = Table(show_header=True, header_style="bold")
         fig_table.add_column("metric")
         for c in cols:
