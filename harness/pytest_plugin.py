@@ -14,8 +14,10 @@ option              ini                           environment                def
 
 Fixtures: ``faultline_settings``, ``run`` (a :class:`harness.run.Run` that must
 close with nothing left behind), ``backend`` (the selected backend, or a skip
-saying how to get it). A ``BackendUnavailable`` raised anywhere in a test
-becomes a skip with its fix.
+saying how to get it), ``pki`` (the run's CA and certificates) and
+``make_incident`` (an :class:`harness.scenario.Incident` whose report is written
+on every exit path, with TTD/TTR as JUnit properties). A
+``BackendUnavailable`` raised anywhere in a test becomes a skip with its fix.
 
 SIGINT and SIGTERM stop the session and run every teardown (reverting every
 fault); further signals are ignored until that is done; the exit status is
@@ -24,15 +26,17 @@ then 130 or 143.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
 from harness.backends.base import Backend
+from harness.checks import Budget
 from harness.config import (
     Settings,
     env,
@@ -41,7 +45,9 @@ from harness.config import (
     parse_budget_scale,
 )
 from harness.errors import BackendUnavailable, ConfigError
+from harness.pki import Pki
 from harness.run import Run
+from harness.scenario import Incident, MakeIncident
 
 __all__ = ["SETTINGS_KEY", "make_backend"]
 
@@ -190,3 +196,40 @@ def backend(run: Run, faultline_settings: Settings) -> Iterator[Backend]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def pki(run: Run) -> Pki:
+    return Pki.create(run)
+
+
+@pytest.fixture
+def make_incident(
+    run: Run,
+    faultline_settings: Settings,
+    record_property: Callable[[str, object], None],
+) -> Iterator[MakeIncident]:
+    """Make the test's :class:`Incident`; its report is written on every exit path."""
+    from harness.report import junit_properties
+
+    made: list[Incident] = []
+
+    def make(name: str, *, title: str, seed: str, budget: Budget) -> Incident:
+        incident = Incident(
+            name=name,
+            title=title,
+            seed=seed,
+            run=run,
+            budget=dataclasses.replace(budget, scale=faultline_settings.budget_scale),
+            report_dir=faultline_settings.report_dir,
+            backend=faultline_settings.backend,
+        )
+        made.append(incident)
+        return incident
+
+    yield make
+    for incident in made:
+        out = incident.finish()
+        record_property("report", str(out / "report.json"))
+        for key, value in junit_properties(incident.to_dict()):
+            record_property(key, value)
