@@ -66,6 +66,8 @@ class Incident:
     # The seed-style table: metric -> {"normal": x, "worst": y, "recovered": z}.
     figures: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The series report.html draws first (it picks sensible ones when empty).
+    key_series: list[str] = field(default_factory=list)
     _finished: Path | None = None
 
     @property
@@ -186,6 +188,7 @@ class Incident:
             "verdict": self.verdict.value,
             "figures": self.figures,
             "notes": self.notes,
+            "key_series": self.key_series,
             "timeline": self.timeline.to_dict(),
         }
 

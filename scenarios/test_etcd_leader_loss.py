@@ -63,6 +63,7 @@ def test_leader_loss_elects_a_new_leader_and_writes_resume(
         seed="seed 000 ch.1 (leader stops answering; quorum must move)",
         budget=BUDGET,
     )
+    incident.key_series = ["writes.ok", "writes.failed", "etcd.leader"]
     tl = run.timeline
     with (
         EtcdCluster(backend, run, pki, size=3, election_timeout_ms=ELECTION_MS) as cluster,

@@ -74,6 +74,13 @@ def test_tls_storm_on_the_leader_costs_leadership_and_the_slo(
         seed="seed 000 ch.1 (TLS handshake storm, late heartbeats, leadership lost)",
         budget=BUDGET,
     )
+    incident.key_series = [
+        "load.success_ratio",
+        "load.p95_ms",
+        "load.rps",
+        "etcd.leader",
+        "storm.handshakes_per_s",
+    ]
     tl = run.timeline
     with (
         EtcdCluster(backend, run, pki, size=3, heartbeat_ms=50, election_timeout_ms=500) as etcd,

@@ -46,6 +46,7 @@ class LeaderWatcher(Poller):
         self._leader: str | None = None
         self._leaderless_since: float | None = None
         self._lost = False
+        self._numbers: dict[str, int] = {}
 
     def poll(self) -> None:
         try:
@@ -56,7 +57,13 @@ class LeaderWatcher(Poller):
         self.observe(current, self.timeline.now())
 
     def observe(self, current: str | None, at: float) -> None:
-        """Account for one observation of the leader (``poll`` calls this)."""
+        """Account for one observation of the leader (``poll`` calls this).
+
+        Also samples ``<name>.leader``: 0 without a leader, else the leader's
+        number in the order leaders were first seen (1, 2, ...), for the picture.
+        """
+        number = 0 if current is None else self._numbers.setdefault(current, len(self._numbers) + 1)
+        self.timeline.sample(f"{self.name}.leader", number, at=at)
         if current is None:
             if self._leaderless_since is None:
                 self._leaderless_since = at

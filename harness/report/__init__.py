@@ -220,7 +220,7 @@ def report_from_incident(data: Mapping[str, Any]) -> Report:
         budget=budget,
         run_id=data.get("run_id"),
     )
-    for key in ("title", "seed", "backend", "figures", "notes"):
+    for key in ("title", "seed", "backend", "figures", "notes", "key_series"):
         if key in data:
             report[key] = _jsonable(data[key])
     return report

@@ -23,6 +23,16 @@ from matplotlib.patches import Patch
 __all__ = ["MAX_SERIES_PANELS", "render_html", "timeline_png"]
 
 MAX_SERIES_PANELS = 6
+# Drawn first when a report names no key series: the load's totals, then what
+# the harness's own probes measured. Per-endpoint series come last.
+_PREFERRED = (
+    "load.success_ratio",
+    "load.p95_ms",
+    "load.rps",
+    "writes.ok",
+    "etcd.leader",
+    "storm.handshakes_per_s",
+)
 _STATE_COLORS = {"pending": "#f0a030", "firing": "#d62728", "resolved": "#2ca02c"}
 _STATUS_COLORS = {"passed": "#2ca02c", "failed": "#d62728", "unknown": "#c08000"}
 
@@ -47,7 +57,7 @@ def _alert_bars(report: dict[str, Any], end: float) -> dict[str, list[tuple[floa
 def timeline_png(report: dict[str, Any]) -> bytes:
     """The timeline picture as PNG bytes."""
     series = {k: v for k, v in report["series"].items() if v}
-    names = list(series)[:MAX_SERIES_PANELS]
+    names = _panel_series(report, series)
     times = [p[0] for v in series.values() for p in v] + [a["t"] for a in report["alerts"]]
     times += [d["t"] for d in report["detections"]]
     for f in report["faults"]:
@@ -113,6 +123,13 @@ def timeline_png(report: dict[str, Any]) -> bytes:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _panel_series(report: dict[str, Any], series: dict[str, Any]) -> list[str]:
+    """The report's key series, else the preferred ones, then the rest; at most MAX."""
+    first = [n for n in report.get("key_series") or _PREFERRED if n in series]
+    rest = sorted(series, key=lambda n: (n.count("."), n))  # totals before per-endpoint
+    return list(dict.fromkeys(first + rest))[:MAX_SERIES_PANELS]
 
 
 def _annotate(ax: Any, report: dict[str, Any]) -> None:

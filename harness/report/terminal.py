@@ -18,7 +18,8 @@ def _secs(value: float | None) -> str:
 
 def render_terminal(report: dict[str, Any], console: Console | None = None) -> None:
     """Print the verdict, TTD/TTR per fault and one row per check."""
-    console = console or Console()
+    # Piped output (CI logs, `faultline run`'s pytest) would otherwise wrap at 80 columns.
+    console = console or Console(width=None if Console().is_terminal else 120)
     verdict = report["verdict"]
     console.print(
         f"[bold]{report['scenario']}[/bold]: [{_STYLE[verdict]}]{verdict.upper()}[/]"
