@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from harness import doctor
-from harness.config import BACKENDS
+from harness.config import BACKENDS, parse_budget_scale
 from harness.errors import ConfigError, HarnessError
 from harness.run import clean_runs, state_root
 
@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scenario not in files:
         known = ", ".join(files) or "(none)"
         raise ConfigError("SCENARIO", f"unknown scenario {args.scenario!r}", expected=known)
+    parse_budget_scale(args.budget_scale, "--budget-scale")
     report_dir = Path(args.report_dir).resolve()
     cmd = [
         sys.executable,
