@@ -8,6 +8,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import gobuild
+from harness.errors import MissingDependency
+
 __all__ = ["Finding", "cgroup_version", "diagnose", "local_backend_ready"]
 
 
@@ -59,12 +62,19 @@ def _docker_engine() -> Finding:
         client.close()
     except DockerException as err:
         return Finding("docker engine", False, f"unreachable: {err}", fix, "docker")
-    reaping = (
-        "reaping: faultline ledger + labels (Ryuk disabled: its image cannot be pulled here)"
-        if os.environ.get("TESTCONTAINERS_RYUK_DISABLED", "").lower() == "true"
-        else "reaping: testcontainers Ryuk + faultline ledger and labels"
-    )
-    return Finding("docker engine", True, f"version {version}; {reaping}", "", "docker")
+    from harness.backends.docker import REAPING
+
+    return Finding("docker engine", True, f"version {version}; reaping: {REAPING}", "", "docker")
+
+
+def _go() -> Finding:
+    try:
+        go = gobuild.find_go()
+    except MissingDependency as err:
+        return Finding(
+            "go", False, "not found (PATH, $FAULTLINE_GO, /usr/local/go)", err.fix, "all"
+        )
+    return Finding("go", True, f"{go}: {gobuild.go_version(go)}", "", "all")
 
 
 def _cgroups() -> Finding:
@@ -84,7 +94,7 @@ def diagnose() -> list[Finding]:
         _binary("etcdctl", ["version"], f"{apt} etcd-client", "all"),
         _binary("prometheus", ["--version"], f"{apt} prometheus", "all"),
         _binary("promtool", ["--version"], f"{apt} prometheus", "all"),
-        _binary("go", ["version"], f"{apt} golang-go (Go >= 1.22) or https://go.dev/dl", "all"),
+        _go(),
         _binary("iptables", ["--version"], f"{apt} iptables", "local"),
         _binary("ip", ["-V"], f"{apt} iproute2", "local"),
         _cgroups(),
