@@ -73,8 +73,13 @@ class EtcdCluster(Component):
     ) -> None:
         if size not in SIZES:
             raise ConfigError("size", f"{size!r} members", expected="1, 3 or 5")
-        if heartbeat_ms <= 0:
-            raise ConfigError("heartbeat_ms", f"{heartbeat_ms!r}", expected="a positive number")
+        for field, value, upper in (
+            ("heartbeat_ms", heartbeat_ms, 10_000),
+            ("election_timeout_ms", election_timeout_ms, 50_000),
+        ):
+            # etcd takes whole milliseconds; NaN and infinity would reach its flags.
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= upper:
+                raise ConfigError(field, f"{value!r}", expected=f"whole milliseconds, 1..{upper}")
         # etcd itself refuses an election timeout below 5 heartbeats; say so before starting.
         if election_timeout_ms < 5 * heartbeat_ms:
             raise ConfigError(

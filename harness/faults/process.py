@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness import cleanup
 from harness.errors import ConfigError, FaultError, UnsafeTargetError
-from harness.faults.base import Fault, Scope, check_positive
+from harness.faults.base import MAX_FAULT_SECONDS, Fault, Scope, check_positive
 from harness.faults.selectors import member_name, resolve
 from harness.wait import WaitTimeout, wait_for, wait_until
 
@@ -249,6 +249,8 @@ class ProcessPause(WorkloadFault):
     def __init__(
         self, scope: Scope, target: str, *, seconds: float, name: str | None = None
     ) -> None:
+        # Name the knob the caller gave: `seconds` becomes max_duration below.
+        seconds = check_positive(f"{name or self.kind}.seconds", seconds, upper=MAX_FAULT_SECONDS)
         super().__init__(scope, target, max_duration=seconds, name=name)
         self.seconds = self.max_duration
 
