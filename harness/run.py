@@ -35,6 +35,7 @@ __all__ = [
     "Run",
     "clean_runs",
     "owner_alive",
+    "signals_deferred",
     "state_root",
 ]
 
@@ -123,7 +124,7 @@ class Run:
         Returns what could not be undone (empty: nothing left behind). A second
         SIGINT during close is ignored, so it cannot cut the revert short.
         """
-        with _signals_deferred():
+        with signals_deferred():
             errors = self.ledger.revert_all()
             if self._watchdog is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -147,12 +148,19 @@ class Run:
             log.error("run %s left things behind: %s", self.run_id, "; ".join(errors))
 
 
+def _ignore_signal(signum: int, frame: object) -> None:
+    # A handler, not SIG_IGN: an ignored signal stays ignored across exec, so a
+    # workload (re)started meanwhile would never stop on SIGTERM.
+    log.warning("signal %d ignored: reverting first", signum)
+
+
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM off while reverting, so a second Ctrl-C cannot cut it short."""
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for s in old:
-            signal.signal(s, signal.SIG_IGN)
+            signal.signal(s, _ignore_signal)
     except ValueError:  # not the main thread: signals cannot be touched here
         old = {}
     try:

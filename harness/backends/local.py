@@ -501,8 +501,14 @@ class LocalBackend:
             )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        # The supervisor records the exit; wait for it so status() is settled.
-        wait_until(lambda: w.proc is not proc, timeout=10, interval=0.02, what=f"{name} reaped")
+        if w.threads and w.threads[0].ident is not None:
+            # The supervisor records the exit; wait for it so status() is settled.
+            wait_until(lambda: w.proc is not proc, timeout=10, interval=0.02, what=f"{name} reaped")
+        else:
+            # An interrupt (Ctrl-C) cut start() short before its supervisor ran: record it here.
+            with w.lock:
+                if w.proc is proc:
+                    self._on_exit(w, proc, proc.wait(timeout=10))
 
     def restart(self, name: str) -> None:
         w = self._get(name)
@@ -661,7 +667,8 @@ class LocalBackend:
                 errors.append(f"{name}: {err}")
             w.closing.set()
             for t in w.threads:
-                t.join(timeout=10)
+                if t.ident is not None:  # an interrupt may land between creating and starting
+                    t.join(timeout=10)
             for seq in reversed(w.seqs):
                 try:
                     self.run.ledger.revert(seq)

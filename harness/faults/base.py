@@ -20,18 +20,17 @@ Every fault follows the same steps, in this order:
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import math
 import random
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from harness.errors import BackendUnavailable, ConfigError, FaultError, RevertError
+from harness.run import signals_deferred
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
@@ -88,22 +87,6 @@ def check_positive(field_name: str, value: float, *, upper: float | None = None)
         bound = f" and <= {upper:g}" if upper is not None else ""
         raise ConfigError(field_name, f"{value!r} is out of range", expected=f"> 0{bound}")
     return float(value)
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM while reverting, so a second Ctrl-C cannot cut it short."""
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in old:
-            signal.signal(s, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals cannot be touched here
-        old = {}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 @dataclass
