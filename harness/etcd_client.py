@@ -116,6 +116,7 @@ class EtcdClient:
             raise ConfigError("endpoints", "no endpoint given", expected="at least one URL")
         self.endpoints = [_check_endpoint(e) for e in endpoints]
         self.timeout = timeout
+        self._preferred = 0  # index of the endpoint that answered last
         # httpx only presents a client certificate reliably through an SSLContext.
         ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
         if cert is not None:
@@ -222,12 +223,20 @@ class EtcdClient:
         ]
 
     def _call(self, path: str, body: dict[str, Any], *, what: str) -> dict[str, Any]:
+        # Start from the endpoint that last answered (as etcd's Go client sticks to
+        # a working connection): an unreachable first endpoint then costs its
+        # timeout once, not on every call.
+        n = len(self.endpoints)
         failures = []
-        for endpoint in self.endpoints:
+        for i in range(n):
+            index = (self._preferred + i) % n
             try:
-                return self._post(endpoint, path, body, what=what)
+                data = self._post(self.endpoints[index], path, body, what=what)
             except _Unreachable as err:
                 failures.append(str(err))
+                continue
+            self._preferred = index
+            return data
         raise EtcdError(f"{what}: no endpoint reachable ({'; '.join(failures)})")
 
     def _post(self, endpoint: str, path: str, body: dict[str, Any], *, what: str) -> dict[str, Any]:
