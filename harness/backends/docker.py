@@ -32,13 +32,37 @@ Mapping details worth knowing:
   uses ``mem_limit`` with ``memswap_limit`` equal, so exceeding it OOM-kills
   instead of swapping. Docker cannot remove a memory limit, so "unlimited"
   is the host's RAM.
-* OOM kills come from the engine's ``oom``/``die`` events (State forgets the
-  last exit on a restart). Known gap: on cgroup v1, when the OOM-killed
-  process is the container's PID 1, the engine sometimes misses the cgroup's
-  OOM notification (1 run in 4 here): exit 137 with ``oom_killed`` False.
+* files: ``spec.files`` are bind-mounted read-only under ``/faultline/files``;
+  the run directory is bind-mounted read-write *at its host path*, so a path
+  under ``run.dir`` (an etcd data dir, a file a workload writes for the test
+  to read) means the same file on the host and in every container, as on the
+  local backend.
+* exits and OOM kills: the engine's ``start``/``die``/``oom`` events are
+  recorded as they happen by one stream per backend (the engine keeps only
+  the last 256 events of the whole host, and State forgets the last exit on a
+  restart). When the OOM-killed process is the container's PID 1, the ``oom``
+  event can come *after* the ``die`` (140 ms later, 1 run of 20 here), and
+  State.OOMKilled is then False too; so an oom event counts for the run it
+  falls in (up to the next start), and an unexplained exit 137 is checked
+  against the kernel log (``/dev/kmsg``: ``oom-kill:... task_memcg=...<id>``
+  within that run's lifetime). Without a readable ``/dev/kmsg`` (not root, a
+  remote engine) only the late event is left to close the gap.
+* TCP probes: Docker's userland proxy accepts on a published port even when
+  nothing listens inside, then closes; a connection closed at once without a
+  byte counts as a failed probe.
+* pause of a workload that is not running is a :class:`ConfigError`; kill of
+  a paused one signals it and then unpauses it; kill of an exited one does
+  nothing (all as on the local backend).
 * health: a Docker healthcheck built from the liveness probe when the image
   has ``/bin/sh``; otherwise (scratch images) the harness probes the published
-  port itself, as the local backend does.
+  port itself, as the local backend does. Docker never restarts an unhealthy
+  container, so a watcher thread signals the main process (SIGKILL) after
+  ``failure_threshold`` failed liveness checks and the restart policy applies,
+  as on the local backend and Kubernetes.
+
+Differences from the local backend that the compliance suite states:
+:meth:`DockerBackend.isolate` cuts the workload off from every peer, not
+only ``peers``; ``backoff_initial``/``backoff_max`` are Docker's own.
 """
 
 from __future__ import annotations
@@ -48,10 +72,11 @@ import datetime
 import logging
 import os
 import signal
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -72,9 +97,9 @@ from harness.backends.ports import PortAllocator, PortLease
 from harness.components.base import log_tail
 from harness.errors import BackendUnavailable, ComponentStartError, ConfigError, FaultError
 from harness.run import Run, state_root
-from harness.wait import WaitTimeout, port_open, wait_until
+from harness.wait import WaitTimeout, wait_until
 
-__all__ = ["FILES_DIR", "REAPING", "DockerBackend"]
+__all__ = ["FILES_DIR", "REAPING", "DockerBackend", "Event", "kernel_oom_kills", "last_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +120,148 @@ _NEVER_FINISHED = "0001-01-01T00:00:00Z"
 
 def _host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _rfc3339_ns(ts: str) -> int:
+    """Nanoseconds since the epoch of a Docker RFC3339Nano timestamp (UTC, ``Z``)."""
+    base, _, frac = ts.rstrip("Z").partition(".")
+    dt = datetime.datetime.fromisoformat(base).replace(tzinfo=datetime.UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + int(frac.ljust(9, "0")[:9] or "0")
+
+
+def kernel_oom_kills(container_id: str) -> list[int]:
+    """Wall-clock times (ns) of the kernel's OOM kills in the container's memory cgroup.
+
+    Read from ``/dev/kmsg`` (the kernel log ring, root only); empty when it
+    cannot be read. The kernel writes the line before it kills, so it is there
+    by the time the engine reports the exit.
+    """
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return []
+    # Kernel log stamps are CLOCK_MONOTONIC microseconds.
+    offset_ns = time.time_ns() - time.monotonic_ns()
+    needle = container_id.encode()
+    found = []
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: records were overwritten while reading; go on
+                continue
+            header, _, message = record.partition(b";")
+            if not message.startswith(b"oom-kill:"):
+                continue
+            fields = message.rstrip().split(b",")
+            if any(f.startswith(b"task_memcg=") and needle in f for f in fields):
+                found.append(int(header.split(b",")[2]) * 1000 + offset_ns)
+    finally:
+        os.close(fd)
+    return found
+
+
+def _tcp_alive(host: str, port: int, timeout: float) -> bool:
+    """Whether a published port leads to a listener in the container.
+
+    Docker's userland proxy accepts on the published port even when nothing
+    listens inside, then closes the connection once its own dial fails; so a
+    connection closed at once without a byte counts as nothing listening.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(min(timeout, 0.2))
+            try:
+                return sock.recv(1) != b""
+            except TimeoutError:
+                return True  # held open: a listener that waits for the client to speak
+    except OSError:
+        return False
+
+
+# (action, engine time in ns, exit code of a "die") of one container.
+Event = tuple[str, int, int | None]
+
+
+def last_exit(
+    events: Sequence[Event], state: Mapping[str, Any], kernel_kills: Callable[[], list[int]]
+) -> tuple[int, int | None, bool]:
+    """(OOM kills, last exit code, whether that exit was an OOM kill) of one container.
+
+    ``events`` are its start/die/oom events, oldest first; ``state`` its
+    inspected State; ``kernel_kills`` the kernel's OOM kill times in it (ns),
+    asked only for an exit 137 that State and the events do not explain.
+    """
+    ooms = [t for action, t, _ in events if action == "oom"]
+    starts = [t for action, t, _ in events if action == "start"]
+    dies = [(t, code) for action, t, code in events if action == "die"]
+    code: int | None = None
+    oom = False
+    began = ended = 0
+    if not state["Running"] and state["FinishedAt"] != _NEVER_FINISHED:
+        code, oom = int(state["ExitCode"]), bool(state["OOMKilled"])
+        began, ended = _rfc3339_ns(state["StartedAt"]), _rfc3339_ns(state["FinishedAt"])
+    elif dies:  # running again after an exit: State has forgotten it
+        ended, code = dies[-1]
+        began = max((t for t in starts if t <= ended), default=0)
+    kills = len(ooms)
+    if code is not None and not oom:
+        # The run's own oom event may come after its die, never after the next start.
+        until = min((t for t in starts if t > ended), default=2**63)
+        oom = any(began <= t < until for t in ooms)
+    if code == 128 + signal.SIGKILL and not oom:
+        kernel = kernel_kills()
+        kills = max(kills, len(kernel))
+        slack = 100_000_000  # 100 ms: the kernel's and the engine's clocks differ a little
+        oom = any(began - slack <= t <= ended + slack for t in kernel)
+    return max(kills, int(oom)), code, oom
+
+
+class _EventLog(threading.Thread):
+    """Records the ``start``/``die``/``oom`` events of the run's containers as they come."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        super().__init__(name=f"docker-events-{run_id[:8]}", daemon=True)
+        self.stream = client.events(
+            since=int(time.time()) - 1,
+            filters={
+                "type": "container",
+                "label": f"faultline.run={run_id}",
+                "event": ["start", "die", "oom"],
+            },
+            decode=True,
+        )
+        self._events: dict[str, list[Event]] = {}
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        from docker.errors import DockerException
+
+        with contextlib.suppress(DockerException, OSError, ValueError, AttributeError):
+            for ev in self.stream:
+                actor = ev.get("Actor", {})
+                code = actor.get("Attributes", {}).get("exitCode")
+                with self._lock:
+                    self._events.setdefault(actor.get("ID", ""), []).append(
+                        (
+                            ev.get("Action", ""),
+                            int(ev["timeNano"]),
+                            None if code is None else int(code),
+                        )
+                    )
+
+    def of(self, container_id: str) -> list[Event]:
+        """(action, time in ns, exit code of a die) of one container, oldest first."""
+        with self._lock:
+            return list(self._events.get(container_id, ()))
+
+    def close(self) -> None:
+        # Closing the response ends the iteration in run() (it suppresses the error).
+        with contextlib.suppress(Exception):
+            self.stream.close()
+        self.join(timeout=5)
 
 
 def _ts_key(ts: bytes) -> tuple[bytes, int]:
@@ -174,6 +341,8 @@ class _Workload:
     manual_restarts: int = 0
     pause_seq: int | None = None
     isolate_seq: int | None = None
+    healthy: bool | None = None  # the liveness watcher's verdict, without a healthcheck
+    watcher: threading.Thread | None = None
 
     @property
     def raw(self) -> Any:
@@ -224,6 +393,7 @@ class DockerBackend:
         self._leases: list[tuple[PortLease, list[int]]] = []
         self._shell: dict[str, bool] = {}
         self._lock = threading.Lock()
+        self._events: _EventLog | None = None
 
     # --- planning and starting -------------------------------------------------------
 
@@ -261,6 +431,9 @@ class DockerBackend:
         with self._lock:
             if self._net_seq is not None:
                 return
+            # Before the first container, so that none of its events is missed.
+            self._events = _EventLog(self.client, self.run.run_id)
+            self._events.start()
             self._net_seq = self.run.ledger.record(
                 f"docker networks {self.network_name} (+ every container of the run)",
                 {"op": "remove_docker_run", "run_id": self.run.run_id},
@@ -380,15 +553,18 @@ class DockerBackend:
             cast(dict[str, Any], tc.ports)[f"{port}/tcp"] = ("127.0.0.1", port)
         for fname, host_path in spec.files.items():
             tc.with_volume_mapping(str(Path(host_path).resolve()), f"{FILES_DIR}/{fname}", "ro")
+        # Same path inside: data dirs and files under the run dir need no translation.
+        run_dir = str(self.run.dir.resolve())
+        tc.with_volume_mapping(run_dir, run_dir, "rw")
         tc.start()
         # Connected after start: the published ports keep working through this network
         # while the container is disconnected from the peer network by isolate().
         ports_net.connect(tc.get_container_id())
-        path = self.log_path(spec.name)
+        path = self._log_file(spec.name)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         follower = _LogFollower(tc.get_wrapped_container(), path)
         follower.start()
-        self._workloads[spec.name] = _Workload(
+        w = self._workloads[spec.name] = _Workload(
             spec=spec,
             container=tc,
             healthcheck=healthcheck,
@@ -397,6 +573,11 @@ class DockerBackend:
             started=time.time(),
             follower=follower,
         )
+        if spec.liveness is not None:
+            w.watcher = threading.Thread(
+                target=self._watch_liveness, args=(w, spec.liveness), daemon=True
+            )
+            w.watcher.start()
         log.info("started %s (%s) as %s", spec.name, image, tc.get_container_id()[:12])
 
     @staticmethod
@@ -418,7 +599,7 @@ class DockerBackend:
     def _probe_ok(self, spec: WorkloadSpec, probe: Probe) -> bool:
         host, port = spec.placement.external(probe.port)
         if probe.kind is ProbeKind.TCP:
-            return port_open(host, port, timeout=probe.timeout)
+            return _tcp_alive(host, port, timeout=probe.timeout)
         verify: ssl.SSLContext | bool = False
         cert: tuple[str, str] | None = None
         if probe.kind is ProbeKind.HTTPS:
@@ -437,6 +618,36 @@ class DockerBackend:
         except httpx.HTTPError:
             return False
         return 200 <= resp.status_code < 400
+
+    def _watch_liveness(self, w: _Workload, probe: Probe) -> None:
+        """Kill the main process after ``failure_threshold`` failed checks (Docker never does)."""
+        from docker.errors import DockerException, NotFound
+
+        failures, killed_run = 0, ""
+        while not w.follower.done.wait(probe.interval):
+            try:
+                w.raw.reload()
+            except NotFound:
+                return
+            except DockerException:
+                continue
+            state = w.raw.attrs["State"]
+            if not state["Running"] or state["Paused"] or state["StartedAt"] == killed_run:
+                continue  # a paused or exited workload is not probed; a killed one is dying
+            if w.healthcheck:
+                # Docker has counted its retries already: "unhealthy" is the verdict.
+                ok = state.get("Health", {}).get("Status") != "unhealthy"
+                failures = 0 if ok else probe.failure_threshold
+            else:
+                ok = self._probe_ok(w.spec, probe)
+                failures = 0 if ok else failures + 1
+            if ok or failures >= probe.failure_threshold:
+                w.healthy = ok
+            if failures >= probe.failure_threshold:
+                log.info("%s: liveness failed %d times: killing", w.spec.name, failures)
+                with contextlib.suppress(DockerException, OSError):
+                    self._signal(w, signal.SIGKILL)
+                failures, killed_run = 0, state["StartedAt"]
 
     def _dead(self, w: _Workload) -> bool:
         """Exited for good: not running and not going to be restarted by the policy."""
@@ -494,16 +705,29 @@ class DockerBackend:
         w = self._get(name)
         with contextlib.suppress(NotFound):
             w.raw.reload()
+            if w.raw.status == "paused":
+                self.resume(name)  # a frozen process cannot act on the stop signal
             if w.raw.status in ("running", "paused", "restarting"):
                 # Docker marks it stopped by hand: the restart policy does not bring it back.
                 w.raw.stop(timeout=max(0, round(timeout)))
 
     def kill(self, name: str, signum: int = 9) -> None:
+        """Signal the main process; a paused workload is thawed after, so it acts on it.
+
+        An exited workload is left alone (as on the local backend).
+        """
         w = self._get(name)
         w.raw.reload()
+        state = w.raw.attrs["State"]
+        if not state["Running"] or int(state["Pid"]) <= 0:
+            log.info("kill %s: not running (%s)", name, w.raw.status)
+            return
+        self._signal(w, signum)
+        if state["Paused"] and signum not in (signal.SIGSTOP, signal.SIGCONT):
+            self.resume(name)
+
+    def _signal(self, w: _Workload, signum: int) -> None:
         pid = int(w.raw.attrs["State"]["Pid"])
-        if w.raw.status != "running" or pid <= 0:
-            raise FaultError(f"cannot signal {name}: container is {w.raw.status}")
         try:
             own = w.raw.id in Path(f"/proc/{pid}/cgroup").read_text()
         except OSError:
@@ -515,15 +739,27 @@ class DockerBackend:
             w.raw.kill(signal=signum)
 
     def pause(self, name: str) -> None:
+        from docker.errors import APIError
+
         w = self._get(name)
         if w.pause_seq is not None:
             return
-        w.pause_seq = self.run.ledger.record(
+        w.raw.reload()
+        if w.raw.status != "running":
+            raise ConfigError(f"workload {name!r}", f"is {w.raw.status}: cannot pause it")
+        seq = self.run.ledger.record(
             f"pause container of {name}",
             {"op": "docker_unpause", "run_id": self.run.run_id, "container": w.raw.id},
         )
-        w.raw.pause()
-        self.run.ledger.applied(w.pause_seq)
+        try:
+            w.raw.pause()
+        except APIError as err:
+            self.run.ledger.revert(seq)  # nothing paused: unpause finds nothing to do
+            if err.status_code == 409:  # exited between the check and the pause
+                raise ConfigError(f"workload {name!r}", f"cannot pause it: {err}") from err
+            raise FaultError(f"cannot pause {name}") from err
+        w.pause_seq = seq
+        self.run.ledger.applied(seq)
 
     def resume(self, name: str) -> None:
         w = self._get(name)
@@ -538,43 +774,25 @@ class DockerBackend:
         w.manual_restarts += 1
 
     def _exits(self, w: _Workload) -> tuple[int, int | None, bool]:
-        """(OOM kills, last exit code, whether that exit was an OOM kill), from engine events.
+        """:func:`last_exit` of a workload; reloads ``w``.
 
-        The container's State forgets the last exit once a restart runs it again;
-        the engine's ``oom`` and ``die`` events keep every one.
+        Events are read before State: a death between the two reads then shows
+        as an exit with State's code, never as "running, with an exit code".
         """
-        events = self.client.events(
-            since=int(w.started) - 1,
-            until=int(time.time()) + 1,
-            filters={"container": w.raw.id, "event": ["oom", "die"]},
-            decode=True,
-        )
-        ooms, last_code, last_oom, oom_pending = 0, None, False, False
-        for ev in events:
-            if ev.get("Action") == "oom":
-                ooms += 1
-                oom_pending = True
-            elif ev.get("Action") == "die":
-                last_code = int(ev["Actor"]["Attributes"].get("exitCode", -1))
-                last_oom, oom_pending = oom_pending, False
-        return ooms, last_code, last_oom
+        events = self._events.of(w.raw.id) if self._events is not None else []
+        w.raw.reload()
+        return last_exit(events, w.raw.attrs["State"], lambda: kernel_oom_kills(w.raw.id))
 
     def status(self, name: str) -> WorkloadStatus:
         w = self._get(name)
-        # Events before state: a death between the two reads then shows as "exited,
-        # code from State" instead of "running, with an exit code".
         ooms, last_code, last_oom = self._exits(w)
-        w.raw.reload()
         state = w.raw.attrs["State"]
-        if not state["Running"] and state["FinishedAt"] != _NEVER_FINISHED:
-            last_code = int(state["ExitCode"])
-            last_oom = last_oom or bool(state["OOMKilled"])
         healthy: bool | None = None
         if w.healthcheck:
             health = state.get("Health", {}).get("Status")
             healthy = {"healthy": True, "unhealthy": False}.get(health)
         elif w.spec.liveness is not None:
-            healthy = state["Running"] and self._probe_ok(w.spec, w.spec.liveness)
+            healthy = w.healthy
         return WorkloadStatus(
             running=bool(state["Running"]),
             paused=bool(state["Paused"]),
@@ -634,6 +852,10 @@ class DockerBackend:
         ports stay reachable from the harness (they ride the ports network).
         """
         w = self._get(name)
+        for peer in peers:
+            self._get(peer)
+        if name in peers:
+            raise ConfigError("peers", f"{name!r} cannot be isolated from itself")
         if w.isolate_seq is not None:
             return
         run_net = self._networks[0]
@@ -657,6 +879,10 @@ class DockerBackend:
             w.isolate_seq = None
 
     def log_path(self, name: str) -> Path:
+        self._get(name)
+        return self._log_file(name)
+
+    def _log_file(self, name: str) -> Path:
         return self.run.dir / "logs" / f"{name}.log"
 
     def container_id(self, name: str) -> str:
@@ -676,6 +902,8 @@ class DockerBackend:
                     w.raw.kill()
         for w in self._workloads.values():
             w.follower.join(timeout=5)
+            if w.watcher is not None:
+                w.watcher.join(timeout=5)
         if self._net_seq is not None:
             self.run.ledger.revert(self._net_seq)
             # The containers are gone, and with them any pause or isolation.
@@ -694,4 +922,7 @@ class DockerBackend:
         self._leases.clear()
         self._networks.clear()
         self._net_seq = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         self.client.close()

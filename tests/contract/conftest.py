@@ -4,6 +4,11 @@ Every test in this directory takes the ``backend`` fixture and so runs once
 per backend name in :data:`BACKENDS`; a backend whose prerequisites are
 missing is skipped with the way to get them. After each test the backend and
 the run are closed and :func:`leftovers` must find nothing.
+
+Workloads are modes of one static Go program, ``go_targets/cmd/workload``
+(built once per session by :func:`harness.gobuild.build`), so the same
+command runs as a host process, as a container's PID 1 from a scratch image,
+or in a pod.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import pytest
 
 from harness import cleanup
 from harness.backends.base import Backend
+from harness.errors import MissingDependency
+from harness.gobuild import build
 from harness.run import Run
 
 BACKENDS = ["local", "docker"]
@@ -74,6 +81,15 @@ def leftovers(run_id: str, *, but_watchdog: bool = False) -> list[str]:
     except Exception:  # noqa: BLE001 - no engine: no containers can be left
         pass
     return found
+
+
+@pytest.fixture(scope="session")
+def workload_bin() -> str:
+    """The compliance suite's workload program (``workload sleep|counter|alloc|...``)."""
+    try:
+        return str(build("workload"))
+    except MissingDependency as err:
+        pytest.skip(f"{err.what} is missing: {err.fix}")
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from harness.run import Run, clean_runs
 from harness.wait import wait_for, wait_until
 
 docker = pytest.importorskip("docker")
-from harness.backends.docker import DockerBackend  # noqa: E402
+from harness.backends.docker import DockerBackend, Event, last_exit  # noqa: E402
 from harness.backends.images import image_for_binary  # noqa: E402
 
 BUSYBOX_TOOLS = ("sh", "nc", "httpd", "dd", "sleep", "echo")
@@ -127,7 +127,11 @@ def test_serves_a_mounted_file_on_a_loopback_port(
     assert labels["faultline.run"] == backend.run.run_id
     bindings = attrs["HostConfig"]["PortBindings"]
     assert {b["HostIp"] for v in bindings.values() for b in v} == {"127.0.0.1"}
-    assert attrs["HostConfig"]["Binds"] == [f"{page}:/faultline/files/index.html:ro"]
+    run_dir = backend.run.dir.resolve()
+    assert attrs["HostConfig"]["Binds"] == [
+        f"{page}:/faultline/files/index.html:ro",
+        f"{run_dir}:{run_dir}:rw",  # the run dir at its host path: data dirs need no mapping
+    ]
     # The busybox image has a shell: the liveness probe became a Docker healthcheck.
     assert attrs["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"
     _wait_status(backend, "web", lambda s: s.healthy is True, "web healthy")
@@ -320,3 +324,98 @@ def test_sigkilled_owner_is_reaped_by_clean(
     assert _leftovers(engine, run_id) == []
     assert clean_runs(root) == []  # idempotent: the second pass finds nothing
     assert list((root / "ports").glob("*.lock")) == []
+
+
+def test_tls_etcd_cluster_keeps_its_data_dirs_on_the_host(backend: DockerBackend) -> None:
+    # EtcdCluster passes host paths under the run dir as --data-dir; the backend
+    # mounts the run dir at the same path, so the data survives the containers.
+    if not Path("/usr/bin/etcd").exists():
+        pytest.skip("no etcd binary: apt-get install -y etcd-server etcd-client")
+    from harness.components.etcd import EtcdCluster
+    from harness.pki import Pki
+
+    run = backend.run
+    with EtcdCluster(backend, run, Pki.create(run), size=3, name="ondisk") as etcd:
+        with etcd.client() as client:
+            client.put("faultline", "on the host")
+            got = client.get("faultline")
+        assert got is not None and got.value == b"on the host"
+    for member in etcd.member_names:
+        assert (run.dir / "ondisk" / member / "member" / "wal").is_dir(), member
+
+
+# --- last_exit: which exit was an OOM kill, from events, State and the kernel log ---------
+# Pure logic over recorded engine data; times in ns since the epoch, 1 s = 10**9.
+S = 10**9
+_RUNNING = {"Running": True, "FinishedAt": "0001-01-01T00:00:00Z"}
+
+
+def _exited(code: int, oom: bool, started: int, finished: int) -> dict[str, Any]:
+    def stamp(sec: int) -> str:
+        return f"2026-01-01T00:00:{sec:02d}.5Z"  # second ``sec`` + 0.5 s, as Docker writes it
+
+    return {
+        "Running": False,
+        "ExitCode": code,
+        "OOMKilled": oom,
+        "StartedAt": stamp(started),
+        "FinishedAt": stamp(finished),
+    }
+
+
+T0 = 1_767_225_600 * S + S // 2  # 2026-01-01T00:00:00.5Z
+
+
+def _never() -> list[int]:
+    raise AssertionError("the kernel log is only read for an unexplained exit 137")
+
+
+@pytest.mark.parametrize(
+    ("events", "state", "kernel", "expected"),
+    [
+        pytest.param(  # the oom event 140 ms after the die, State.OOMKilled False
+            [("start", T0, None), ("die", T0 + S, 137), ("oom", T0 + S + S // 7, None)],
+            _exited(137, False, 0, 1),
+            _never,
+            (1, 137, True),
+            id="late-oom-event",
+        ),
+        pytest.param(  # no oom event at all: the kernel log within the run decides
+            [("start", T0, None), ("die", T0 + S, 137)],
+            _exited(137, False, 0, 1),
+            lambda: [T0 + S - 1000],
+            (1, 137, True),
+            id="kernel-log-only",
+        ),
+        pytest.param(  # a plain SIGKILL: no event, nothing in the kernel log
+            [("start", T0, None), ("die", T0 + S, 137)],
+            _exited(137, False, 0, 1),
+            list,
+            (0, 137, False),
+            id="sigkill",
+        ),
+        pytest.param(  # OOM in run 1, restarted by the policy and running: State forgot it
+            [("start", T0, None), ("oom", T0 + S, None), ("die", T0 + S, 137),
+             ("start", T0 + 2 * S, None)],
+            _RUNNING,
+            _never,
+            (1, 137, True),
+            id="oom-then-restarted",
+        ),
+        pytest.param(  # OOM in run 1, SIGKILL in run 2: the old kill is not the last exit's
+            [("start", T0, None), ("oom", T0 + S, None), ("die", T0 + S, 137),
+             ("start", T0 + 2 * S, None), ("die", T0 + 3 * S, 137)],
+            _exited(137, False, 2, 3),
+            lambda: [T0 + S],
+            (1, 137, False),
+            id="old-oom-other-run",
+        ),
+        pytest.param(
+            [("start", T0, None)], _RUNNING, _never, (0, None, False), id="never-exited"
+        ),
+    ],
+)  # fmt: skip
+def test_last_exit_attributes_oom_kills_to_their_run(
+    events: list[Event], state: dict[str, Any], kernel: Any, expected: tuple[int, int, bool]
+) -> None:
+    assert last_exit(events, state, kernel) == expected
