@@ -93,7 +93,7 @@ from harness.backends.base import (
     WorkloadStatus,
 )
 from harness.backends.images import SHELL_LABEL, image_for_binary, registry_reachable
-from harness.backends.ports import PortAllocator, PortLease
+from harness.backends.ports import PortAllocator, RecordedLease, allocate_recorded
 from harness.components.base import log_tail
 from harness.errors import BackendUnavailable, ComponentStartError, ConfigError, FaultError
 from harness.run import Run, state_root
@@ -390,7 +390,7 @@ class DockerBackend:
         self._placements: dict[str, Placement] = {}
         # Same allocator as the local backend: parallel runs never share a port number.
         self._ports = PortAllocator(state_root() / "ports", run.run_id)
-        self._leases: list[tuple[PortLease, list[int]]] = []
+        self._leases: list[RecordedLease] = []
         self._shell: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._events: _EventLog | None = None
@@ -400,19 +400,10 @@ class DockerBackend:
     def plan(self, name: str, ports: Sequence[str], files: Sequence[str] = ()) -> Placement:
         numbers = {}
         for port_name in ports:
-            seqs: list[int] = []
-
-            def record(path: Path, seqs: list[int] = seqs) -> None:
-                seqs.append(
-                    self.run.ledger.record(
-                        f"port lock {path.name} for {name}",
-                        {"op": "release_port_lock", "path": str(path), "run_id": self.run.run_id},
-                    )
-                )
-
-            lease = self._ports.allocate(before_lock=record)
-            self.run.ledger.applied(seqs[-1], port=lease.port)
-            self._leases.append((lease, seqs))
+            lease = allocate_recorded(
+                self._ports, self.run.ledger, run_id=self.run.run_id, what=name
+            )
+            self._leases.append(lease)
             numbers[port_name] = lease.port
         placement = Placement(
             name=name,
@@ -915,10 +906,8 @@ class DockerBackend:
         for w in self._workloads.values():
             w.container.get_docker_client().client.close()
         self._workloads.clear()
-        for lease, seqs in self._leases:
-            lease.release()
-            for seq in seqs:
-                self.run.ledger.revert(seq)  # the lock file is gone: only marks it
+        for lease in self._leases:
+            lease.release(self.run.ledger)
         self._leases.clear()
         self._networks.clear()
         self._net_seq = None

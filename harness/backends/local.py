@@ -54,7 +54,7 @@ from harness.backends.base import (
     WorkloadStatus,
 )
 from harness.backends.cgroups import WorkloadCgroup, detect_layout
-from harness.backends.ports import PortAllocator, PortLease
+from harness.backends.ports import PortAllocator, RecordedLease, allocate_recorded
 from harness.cleanup import IPTABLES_PREFIX
 from harness.components.base import log_tail
 from harness.errors import BackendUnavailable, ComponentStartError, ConfigError
@@ -76,8 +76,7 @@ class _Workload:
     """Mutable state of one workload; guarded by ``lock``."""
 
     placement: Placement
-    leases: list[PortLease]
-    lease_seqs: list[int]
+    leases: list[RecordedLease]
     spec: WorkloadSpec | None = None
     cgroup: WorkloadCgroup | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -176,21 +175,10 @@ class LocalBackend:
             if not _FILE.match(f):
                 raise ConfigError(f"{name}.files", f"{f!r} is not a plain file name",
                                   expected="letters, digits, '_', '.', '-'")  # fmt: skip
-        leases: list[PortLease] = []
-        seqs: list[int] = []
-
-        def record(path: Path) -> None:
-            seqs.append(
-                self.run.ledger.record(
-                    f"port lock {path.name} for {name}",
-                    {"op": "release_port_lock", "path": str(path), "run_id": self.run.run_id},
-                )
-            )
-
-        for _ in ports:
-            lease = self._ports.allocate(before_lock=record)
-            self.run.ledger.applied(seqs[-1], port=lease.port)
-            leases.append(lease)
+        leases = [
+            allocate_recorded(self._ports, self.run.ledger, run_id=self.run.run_id, what=name)
+            for _ in ports
+        ]
         files_dir = self.run.dir / "files" / name
         placement = Placement(
             name=name,
@@ -200,7 +188,7 @@ class LocalBackend:
             external_ports={p: lease.port for p, lease in zip(ports, leases, strict=True)},
             files={f: str(files_dir / f) for f in files},
         )
-        self._workloads[name] = _Workload(placement, leases, seqs)
+        self._workloads[name] = _Workload(placement, leases)
         return placement
 
     def _place_files(self, spec: WorkloadSpec) -> None:
@@ -674,9 +662,8 @@ class LocalBackend:
                     self.run.ledger.revert(seq)
                 except Exception as err:  # noqa: BLE001 - reported below, the rest still run
                     errors.append(f"{name}: {err}")
-            for lease, seq in zip(w.leases, w.lease_seqs, strict=True):
-                lease.release()
-                self.run.ledger.revert(seq)  # the lock file is gone: only marks it
+            for lease in w.leases:
+                lease.release(self.run.ledger)
         for seq in reversed(self._cgroup_seqs):
             try:
                 self.run.ledger.revert(seq)

@@ -24,8 +24,12 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["PortAllocator", "PortLease", "free_port"]
+if TYPE_CHECKING:
+    from harness.ledger import Ledger
+
+__all__ = ["PortAllocator", "PortLease", "RecordedLease", "allocate_recorded", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +115,43 @@ class PortAllocator:
                 return lease
             log.debug("port %d is locked by another run; picking again", port)
         raise RuntimeError(f"no lockable free port on {self.host} after {_MAX_TRIES} tries")
+
+
+@dataclass
+class RecordedLease:
+    """A port lease and the ledger entries of every lock file tried to get it."""
+
+    lease: PortLease
+    seqs: list[int]
+
+    @property
+    def port(self) -> int:
+        return self.lease.port
+
+    def release(self, ledger: Ledger) -> None:
+        self.lease.release()
+        for seq in self.seqs:
+            ledger.revert(seq)  # the lock file is gone (or was never ours): only marks it
+
+
+def allocate_recorded(
+    allocator: PortAllocator, ledger: Ledger, *, run_id: str, what: str
+) -> RecordedLease:
+    """Allocate a port, recording each lock file's inverse in ``ledger`` before it exists.
+
+    A retry (the port was locked by another run) records one more entry; all
+    of them are kept so that releasing marks every one.
+    """
+    seqs: list[int] = []
+
+    def record(path: Path) -> None:
+        seqs.append(
+            ledger.record(
+                f"port lock {path.name} for {what}",
+                {"op": "release_port_lock", "path": str(path), "run_id": run_id},
+            )
+        )
+
+    lease = allocator.allocate(before_lock=record)
+    ledger.applied(seqs[-1], port=lease.port)
+    return RecordedLease(lease, seqs)

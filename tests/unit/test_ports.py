@@ -15,6 +15,7 @@ import pytest
 from harness import cleanup
 from harness.backends import ports
 from harness.backends.ports import PortAllocator
+from harness.ledger import Ledger
 
 
 def test_allocated_port_is_free_locked_and_named(tmp_path: Path) -> None:
@@ -55,6 +56,26 @@ def test_allocate_skips_ports_locked_by_others(
     # The caller hears of every lock file before it can exist.
     assert recorded == [tmp_path / "ports" / "40001.lock", tmp_path / "ports" / "40002.lock"]
     lease.release()
+    held.release()
+
+
+def test_a_retried_allocation_keeps_every_ledger_entry_and_releases_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = PortAllocator(tmp_path / "ports", "faultline-other").try_lock(40011)
+    assert held is not None
+    offered = iter([40011, 40012])
+    monkeypatch.setattr(ports, "free_port", lambda host="127.0.0.1": next(offered))
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    mine = ports.allocate_recorded(
+        PortAllocator(tmp_path / "ports", "faultline-mine"), ledger, run_id="mine", what="w"
+    )
+    assert mine.port == 40012
+    assert len(mine.seqs) == 2 and len(ledger.pending()) == 2
+    mine.release(ledger)
+    assert ledger.pending() == []
+    # The other run's lock survives our release: its file names another run.
+    assert (tmp_path / "ports" / "40011.lock").exists()
     held.release()
 
 
