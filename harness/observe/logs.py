@@ -8,8 +8,9 @@ What is captured:
 
 * ``WARNING: DATA RACE``: both stacks, up to the closing ``==================``.
 * ``fatal error: concurrent map writes``, ``concurrent map iteration and map
-  write``, ``fatal error: all goroutines are asleep``, ``panic:``: the message and
-  the first goroutine's stack (the one that failed), up to the blank line after it.
+  write``, ``concurrent map read and map write``, ``fatal error: all goroutines
+  are asleep``, ``panic:``: the message and the first goroutine's stack (the one
+  that failed), up to the blank line after it.
 
 A hit is timed when its first line is read, so it lags the write by at most one
 poll interval (0.2 s by default).
@@ -37,6 +38,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "data_race": re.compile(r"^WARNING: DATA RACE"),
     "concurrent_map_writes": re.compile(r"^fatal error: concurrent map writes"),
     "concurrent_map_iteration": re.compile(r"^fatal error: concurrent map iteration and map write"),
+    "concurrent_map_read": re.compile(r"^fatal error: concurrent map read and map write"),
     "all_goroutines_asleep": re.compile(r"^fatal error: all goroutines are asleep"),
     "panic": re.compile(r"^panic: "),
 }

@@ -173,3 +173,15 @@ def test_leader_watcher_poll_treats_errors_as_no_leader() -> None:
     w = LeaderWatcher(unreachable, tl, min_leaderless=0.0)
     w.poll()
     assert [e.kind for e in tl.events()] == ["etcd.quorum_lost"]
+
+
+def test_map_read_and_write_pattern() -> None:
+    # The third form of Go's concurrent map crash (a reader caught a writer).
+    text = (
+        "fatal error: concurrent map read and map write\n\n"
+        "goroutine 7 [running]:\nmain.lookup()\n\t/src/main.go:21 +0x1\n\n"
+    )
+    hits = _scan(text)
+    assert [h.pattern for h in hits] == ["concurrent_map_read"]
+    top = hits[0].top_frame()
+    assert top is not None and top.function == "main.lookup"
