@@ -26,6 +26,14 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
         + (f"  (run {report['run_id']})" if report.get("run_id") else "")
     )
     ttr = {r["fault"]: r for r in report["ttr"]}
+    # The scenario's own recovery measurements (SLO back, writes back...): alerts
+    # such as "restarted in the last minute" stay firing by design, so the
+    # alert-based TTR alone can read "never" after a full recovery.
+    recovered = [
+        f"{c['name'].removeprefix('recovered_within:')} {_secs(c['figures'].get('ttr_s'))}"
+        for c in report["checks"]
+        if c["name"].startswith("recovered_within:")
+    ]
     for row in report["ttd"]:
         rec = ttr.get(row["fault"])
         by = f" by {row['by']}" if row["by"] else ""
@@ -40,6 +48,8 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
         console.print(
             f"  {row['fault']}: TTD {_secs(row['seconds'])}{by}, TTR {rec_text}", highlight=False
         )
+    if recovered:
+        console.print("  recovered: " + "; ".join(recovered), highlight=False)
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("status")
