@@ -194,7 +194,14 @@ def test_kill_restarts_under_always_but_stop_does_not(backend: DockerBackend, bu
     backend.start(_spec(backend, "svc", busybox, "exec sleep 300", restart=policy))
     _wait_status(backend, "svc", lambda s: s.running, "svc running")
     backend.kill("svc", signal.SIGKILL)
-    status = _wait_status(backend, "svc", lambda s: s.restarts >= 1 and s.running, "restart")
+    # The restart count comes from the engine, the exit from its event stream,
+    # which can lag a moment behind: wait for both.
+    status = _wait_status(
+        backend,
+        "svc",
+        lambda s: s.restarts >= 1 and s.running and s.exit_code is not None,
+        "restart",
+    )
     assert status.exit_code == 137
     assert not status.oom_killed
 
