@@ -58,8 +58,8 @@ from harness.etcd_client import EtcdClient
 from harness.faults.base import Scope
 from harness.faults.cert import CertFault
 from harness.faults.process import ProcessKill
-from harness.observe._poller import Poller
 from harness.observe.etcd import LeaderWatcher
+from harness.observe.poller import Poller
 from harness.observe.prom import AlertWatcher, SeriesSampler
 from harness.pki import Pki
 from harness.run import Run

@@ -53,10 +53,10 @@ from harness.components.prometheus import Prometheus, ScrapeTarget
 from harness.faults.base import Scope
 from harness.faults.bugs import BugSwitch
 from harness.load import LoadGenerator
-from harness.observe._poller import Poller
 from harness.observe.goroutines import Dump, Finding, find_deadlocks, parse_dump
 from harness.observe.logs import LogDetector
 from harness.observe.oom import OomWatcher
+from harness.observe.poller import Poller
 from harness.observe.prom import AlertWatcher
 from harness.run import Run
 from harness.scenario import MakeIncident

@@ -60,8 +60,8 @@ from harness.components.prometheus import Prometheus, ScrapeTarget
 from harness.faults.base import Scope
 from harness.faults.bugs import BugSwitch
 from harness.load import LoadGenerator
-from harness.observe._poller import Poller
 from harness.observe.oom import OomWatcher
+from harness.observe.poller import Poller
 from harness.observe.prom import AlertWatcher, SeriesSampler
 from harness.pki import Pki
 from harness.run import Run

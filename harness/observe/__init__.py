@@ -11,12 +11,21 @@ module                 writes
 =====================  ====================================================
 
 Every watcher has ``start()``/``stop()`` and works as a context manager; a
-failing poll is logged and the next one runs.
+failing poll is logged and the next one runs. Scenarios write their own
+observers by subclassing :class:`~harness.observe.poller.Poller`.
 """
 
 from harness.observe.etcd import LeaderWatcher
 from harness.observe.logs import LogDetector
 from harness.observe.oom import OomWatcher
+from harness.observe.poller import Poller
 from harness.observe.prom import AlertWatcher, SeriesSampler
 
-__all__ = ["AlertWatcher", "LeaderWatcher", "LogDetector", "OomWatcher", "SeriesSampler"]
+__all__ = [
+    "AlertWatcher",
+    "LeaderWatcher",
+    "LogDetector",
+    "OomWatcher",
+    "Poller",
+    "SeriesSampler",
+]

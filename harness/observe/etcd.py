@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from harness.observe._poller import Poller
+from harness.observe.poller import Poller
 from harness.timeline import Timeline
 
 __all__ = ["LeaderWatcher"]

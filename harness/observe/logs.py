@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.observe._poller import Poller
 from harness.observe.goroutines import Frame, is_project_function, parse_dump
+from harness.observe.poller import Poller
 from harness.timeline import Timeline
 
 __all__ = ["PATTERNS", "Hit", "LogDetector", "LogScanner"]

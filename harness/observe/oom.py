@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from harness.backends.base import Backend
-from harness.observe._poller import Poller
+from harness.observe.poller import Poller
 from harness.timeline import Timeline
 
 __all__ = ["OomWatcher"]

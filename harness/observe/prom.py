@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from harness.observe._poller import Poller
+from harness.observe.poller import Poller
 from harness.timeline import Timeline
 
 __all__ = ["AlertState", "AlertWatcher", "SeriesSampler", "fetch_alerts", "instant_query"]
