@@ -82,7 +82,6 @@ WARMUP_S = 2.0
 # A reservation takes milliseconds: blocked for seconds is stuck. The window must
 # span the threshold (the blocked time is measured across dumps).
 MIN_BLOCKED_S = 2.0
-WINDOW_S = MIN_BLOCKED_S + 1.0
 DUMP_EVERY_S = 0.5
 ALERT = "GoProcessRestarted"
 # Quiet with the bug off: no restart, no goroutine growth, no SLO alert.
@@ -146,22 +145,8 @@ class DumpTaker(Poller):
 
 
 def deadlocks(dumps: list[Dump]) -> list[Finding]:
-    """find_deadlocks over the dumps of the last ``WINDOW_S`` seconds, without orderd's
-    by-design idle waits.
-
-    A recent window, not the whole history: find_deadlocks leaves groups that grew
-    across its dumps to find_leaks, and a pool that deadlocks fills up (0 -> 8 stuck
-    workers) before it plateaus. Over the last few seconds a plateau is steady.
-    """
-    if not dumps or dumps[-1].taken_at is None:
-        return []
-    since = dumps[-1].taken_at - WINDOW_S
-    recent = [d for d in dumps if d.taken_at is not None and d.taken_at >= since]
-    return [
-        f
-        for f in find_deadlocks(recent, min_blocked=MIN_BLOCKED_S)
-        if f.top_frame is None or (f.state, f.top_frame.function) not in IDLE_WAITS
-    ]
+    """find_deadlocks without orderd's by-design idle waits."""
+    return find_deadlocks(dumps, min_blocked=MIN_BLOCKED_S, ignore=IDLE_WAITS)
 
 
 def scan(dumps: list[Dump]) -> list[tuple[float, list[Finding]]]:

@@ -238,16 +238,18 @@ def find_deadlocks(
     *,
     min_blocked: float = 60.0,
     project: Callable[[str], bool] = is_project_function,
-    ignore: Collection[str] = (),
+    ignore: Collection[str | tuple[str, str]] = (),
 ) -> list[Finding]:
     """Groups blocked on channels, selects or locks for at least ``min_blocked`` seconds.
 
     Blocked time is the larger of what the runtime printed (``N minutes``) and
     how long the same goroutine id sat in the same blocked stack across dumps
-    (which needs ``taken_at`` on the dumps). Leaking groups are left to
-    :func:`find_leaks`; goroutines without a project frame (idle runtime and
-    library workers) are ignored, and so are groups whose top frame's function is
-    in ``ignore``.
+    (which needs ``taken_at`` on the dumps). Groups still growing between the
+    last two dumps are left to :func:`find_leaks` (a deadlocked pool fills up,
+    then plateaus: that plateau is reported here); goroutines without a project
+    frame (idle runtime and library workers) are ignored, and so are groups whose
+    top frame's function, or (state, function) pair, is in ``ignore`` (a worker
+    may idle in a select and deadlock on a send in the same function).
 
     Known false positive: a loop that sleeps on a ticker or an idle worker waiting
     on its job channel sits in ``chan receive`` / ``select`` in every dump, between
@@ -256,7 +258,7 @@ def find_deadlocks(
     """
     if not dumps:
         return []
-    leaking = {f.signature for f in find_leaks(dumps, project=project)}
+    leaking = {f.signature for f in find_leaks(dumps[-2:], project=project)}
     last = dumps[-1]
     first_seen: dict[tuple[int, tuple[str, ...]], float] = {}
     for d in dumps:
@@ -269,7 +271,7 @@ def find_deadlocks(
         if grp.state not in BLOCKING_STATES or sig in leaking:
             continue
         top = grp.goroutines[0].top_frame(project)
-        if top is None or top.function in ignore:
+        if top is None or top.function in ignore or (grp.state, top.function) in ignore:
             continue
         blocked = []
         for g in grp.goroutines:

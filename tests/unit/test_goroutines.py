@@ -12,6 +12,8 @@ from pathlib import Path
 
 from harness.observe.goroutines import (
     Dump,
+    Frame,
+    Goroutine,
     find_deadlocks,
     find_leaks,
     group,
@@ -131,3 +133,31 @@ def test_crash_stacks_parse_too() -> None:
     assert g.state == "running"
     top = g.top_frame()
     assert top is not None and top.function == "main.mapwrites.func1"
+
+
+def _pool(stuck: int, idle: int, at: float) -> Dump:
+    """A worker pool: ``stuck`` workers blocked on a send, ``idle`` waiting in a select."""
+    send = Frame("example.com/svc/pool.(*Pool).worker", "pool.go", 75)
+    wait = Frame("example.com/svc/pool.(*Pool).worker", "pool.go", 60)
+    gs = [Goroutine(i, "chan send", 0, (send,), None) for i in range(stuck)]
+    gs += [Goroutine(100 + i, "select", 0, (wait,), None) for i in range(idle)]
+    return Dump(tuple(gs), taken_at=at)
+
+
+def test_a_pool_that_filled_up_then_plateaued_is_a_deadlock_not_a_leak() -> None:
+    # 0 -> 8 stuck workers, then 8 for three more seconds.
+    dumps = [_pool(n, 4, float(t)) for t, n in enumerate([0, 3, 6, 8, 8, 8, 8])]
+    found = find_deadlocks(
+        dumps, min_blocked=2.0, ignore={("select", "example.com/svc/pool.(*Pool).worker")}
+    )
+    assert [(f.state, f.count, f.top_frame and f.top_frame.line) for f in found] == [
+        ("chan send", 8, 75)
+    ]
+    # Still growing at the last dump: that is find_leaks' business.
+    growing = [_pool(n, 4, float(t)) for t, n in enumerate([0, 8, 16, 24, 32])]
+    assert [
+        f.state
+        for f in find_deadlocks(
+            growing, min_blocked=2.0, ignore={("select", "example.com/svc/pool.(*Pool).worker")}
+        )
+    ] == []
