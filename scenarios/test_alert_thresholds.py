@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -55,7 +54,7 @@ from harness.checks import Budget, CheckResult, Status
 from harness.components.etcd import EtcdCluster
 from harness.components.orderd import OrderService
 from harness.components.prometheus import Prometheus, ScrapeTarget
-from harness.components.toxiproxy import Proxy, Toxiproxy
+from harness.components.toxiproxy import Toxiproxy
 from harness.faults.base import Scope, compose
 from harness.faults.bugs import BugSwitch
 from harness.faults.network import Latency
@@ -63,7 +62,7 @@ from harness.faults.process import ProcessKill, Restart
 from harness.load import LoadGenerator
 from harness.observe.oom import OomWatcher
 from harness.observe.prom import AlertWatcher, SeriesSampler
-from harness.pki import CertPaths, Pki
+from harness.pki import Pki
 from harness.run import Run
 from harness.scenario import Incident, MakeIncident
 from harness.timeline import Timeline
@@ -117,22 +116,6 @@ SAMPLED = {
     "orderd.p99_ms": "1000 * histogram_quantile(0.99, sum by (le) "
     '(rate(orderd_http_request_duration_seconds_bucket{job="orderd"}[10s])))',
 }
-
-
-class _EtcdThroughProxies:
-    """What OrderService reads of an EtcdCluster (its client endpoints and client
-    TLS files), with the endpoints swapped for Toxiproxy listeners: TLS passes
-    through the proxies untouched, so latency toxics slow orderd's etcd calls."""
-
-    def __init__(self, cluster: EtcdCluster, proxies: list[Proxy]) -> None:
-        self.cluster = cluster
-        self.proxies = proxies
-
-    def internal_endpoints(self) -> list[str]:
-        return [f"https://{p.listen}" for p in self.proxies]
-
-    def client_tls(self) -> CertPaths:
-        return self.cluster.client_tls()
 
 
 def _rules_of(mechanism: str) -> set[str]:
@@ -227,10 +210,14 @@ def test_every_rule_quiet_on_baseline_and_each_expected_rule_fires_on_its_mechan
             toxiproxy.proxy(f"etcd-client-{i}", upstream=urlsplit(m.client_url).netloc)
             for i, m in enumerate(etcd.members())
         ]
-        # OrderService reads only internal_endpoints() and client_tls() of its etcd.
-        via_proxies = cast(EtcdCluster, _EtcdThroughProxies(etcd, proxies))
         orderd = stack.enter_context(
-            OrderService(backend, run, etcd=via_proxies, memory_limit=MEMORY_LIMIT)
+            OrderService(
+                backend,
+                run,
+                etcd=etcd,
+                etcd_endpoints=[f"https://{p.listen}" for p in proxies],
+                memory_limit=MEMORY_LIMIT,
+            )
         )
         prom = stack.enter_context(
             Prometheus(

@@ -14,7 +14,7 @@ without one. Ready when ``/readyz`` answers 200 (which includes etcd).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import httpx
@@ -59,6 +59,7 @@ class OrderService(Component):
         *,
         name: str = "orderd",
         etcd: EtcdCluster | None = None,
+        etcd_endpoints: Sequence[str] | None = None,
         bugs: Mapping[str, float] | None = None,
         race: bool = False,
         memory_limit: int | None = None,
@@ -75,6 +76,12 @@ class OrderService(Component):
         self.run = run
         self.name = name
         self.etcd = etcd
+        # Where orderd dials etcd; default the members themselves. A scenario puts
+        # Toxiproxy listeners here to add latency between orderd and etcd (TLS passes
+        # through the proxy untouched).
+        self.etcd_endpoints = list(etcd_endpoints) if etcd_endpoints is not None else None
+        if self.etcd_endpoints is not None and etcd is None:
+            raise ConfigError("etcd_endpoints", "given without the etcd cluster", expected="etcd=")
         self.bugs = dict(bugs or {})
         self.race = race
         self.memory_limit = memory_limit
@@ -107,7 +114,8 @@ class OrderService(Component):
             tls = self.etcd.client_tls()
             spec_files = {"ca.crt": tls.ca, "client.crt": tls.cert, "client.key": tls.key}
             args += [
-                "--etcd-endpoints=" + ",".join(self.etcd.internal_endpoints()),
+                "--etcd-endpoints="
+                + ",".join(self.etcd_endpoints or self.etcd.internal_endpoints()),
                 f"--etcd-cacert={p.path('ca.crt')}",
                 f"--etcd-cert={p.path('client.crt')}",
                 f"--etcd-key={p.path('client.key')}",

@@ -210,6 +210,23 @@ def render_html(report: dict[str, Any]) -> str:
     )
     budget = report["budget"]
     budget_html = "" if budget is None else f"<p>budget: <code>{e(str(budget))}</code></p>"
+    figures = report.get("figures") or {}
+    cols = ["normal", "worst", "recovered"]
+    cols += sorted({k for row in figures.values() for k in row} - set(cols))
+    figures_html = (
+        _table(
+            ["metric", *cols],
+            [
+                [e(metric)] + ["-" if row.get(c) is None else f"{row[c]:.4g}" for c in cols]
+                for metric, row in figures.items()
+            ],
+        )
+        if figures
+        else "<p>none</p>"
+    )
+    notes = "".join(f"<li>{e(n)}</li>" for n in report.get("notes") or [])
+    title = report.get("title")
+    story = "" if not title else f"<p><b>{e(title)}</b> ({e(str(report.get('seed', '')))})</p>"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>faultline: {e(report["scenario"])}</title>
 <style>
@@ -220,12 +237,14 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; }}
 </style></head><body>
 <h1>{e(report["scenario"])}:
 <span style="color:{_STATUS_COLORS[verdict]}">{verdict.upper()}</span></h1>
-<p>run {e(str(report["run_id"]))}, generated {e(report["generated_at"])},
+{story}<p>run {e(str(report["run_id"]))}, generated {e(report["generated_at"])},
 schema_version {report["schema_version"]}</p>
 <img alt="incident timeline" src="data:image/png;base64,{png}">
+<h2>Figures</h2>{figures_html}
 <h2>Faults</h2>{faults}{budget_html}
 <h2>Checks</h2>{checks}
 <h2>Alert transitions</h2>{alerts}
 <h2>Detector hits</h2>{stacks or "<p>none</p>"}
+<h2>Notes</h2>{f"<ul>{notes}</ul>" if notes else "<p>none</p>"}
 </body></html>
 """
