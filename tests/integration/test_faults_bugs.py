@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from harness.faults import BugSwitch, Scope
 from harness.gobuild import build
 from harness.run import Run, clean_runs
 from harness.wait import wait_until
+from tests.integration.conftest import spawn_harness, wait_reaped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,14 +48,6 @@ def start_orderd(backend: LocalBackend, name: str) -> str:
 
 def enabled(admin: str, bug: str) -> bool:
     return bool(httpx.get(f"{admin}/bugs", timeout=5).json()[bug]["enabled"])
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("faultline-state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAULTLINE_STATE_DIR", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +118,9 @@ CHILD = textwrap.dedent(
 def start_child(
     state_dir: Path, max_duration: float
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, ORDERD, str(max_duration), inspect.getsource(start_orderd)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FAULTLINE_STATE_DIR": str(state_dir / "children")},
+    child, info = spawn_harness(
+        CHILD, ORDERD, str(max_duration), inspect.getsource(start_orderd), state_dir=state_dir
     )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait(10)
-        pytest.fail(f"child harness failed to start (exit {child.returncode})")
-    info: dict[str, str] = json.loads(line)
     assert enabled(info["admin"], "map_race")
     return child, info
 
@@ -165,20 +147,12 @@ def test_a_hung_harness_has_it_switched_off_at_the_deadline(state_dir: Path) -> 
         child.kill()
         child.wait()
     # The watchdog itself carries the run's tag until it has exited.
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=15, what="watchdog reaping")
 
 
 def test_sigkill_is_reaped_by_the_watchdog_without_clean(state_dir: Path) -> None:
     child, info = start_child(state_dir, max_duration=5)
     child.kill()
     child.wait()
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=5 + 15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=5 + 15, what="watchdog reaping")
     assert clean_runs(state_dir / "children") == []

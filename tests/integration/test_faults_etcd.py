@@ -12,7 +12,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from harness.gobuild import build
 from harness.pki import Pki
 from harness.run import Run, clean_runs
 from harness.wait import wait_for, wait_until
+from tests.integration.conftest import spawn_harness, wait_reaped
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -53,14 +53,6 @@ pytestmark = [
 ]
 
 ELECTION = 20.0  # seconds allowed for a new leader on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("faultline-state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAULTLINE_STATE_DIR", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")
@@ -222,18 +214,7 @@ def sha(path: str) -> str | None:
 def start_child(
     state_dir: Path, max_duration: float
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(max_duration)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FAULTLINE_STATE_DIR": str(state_dir / "children")},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait(10)
-        pytest.fail(f"child harness failed to start (exit {child.returncode})")
-    info: dict[str, str] = json.loads(line)
+    child, info = spawn_harness(CHILD, str(max_duration), state_dir=state_dir)
     assert sha(info["live"]) != info["good"]
     return child, info
 
@@ -257,11 +238,7 @@ def test_a_hung_harness_has_the_certificate_restored_at_the_deadline(state_dir: 
     finally:
         child.kill()
         child.wait()
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=15, what="watchdog reaping")
     assert clean_runs(state_dir / "children") == []
 
 

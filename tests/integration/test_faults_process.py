@@ -30,6 +30,7 @@ from harness.faults import (
 from harness.faults.process import workload_cgroup_dirs
 from harness.run import Run, clean_runs
 from harness.wait import wait_until
+from tests.integration.conftest import spawn_harness, wait_reaped
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -49,14 +50,6 @@ HOG = (
     "import time\nblocks = []\nfor _ in range(400):\n"
     "    blocks.append(bytearray(1 << 20)); time.sleep(0.01)\ntime.sleep(60)"
 )
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("faultline-state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAULTLINE_STATE_DIR", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")
@@ -290,18 +283,9 @@ def in_place(info: dict[str, str]) -> bool:
 def start_child(
     state_dir: Path, kind: str, max_duration: float
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, kind, SPIN if kind == "cpu" else SLEEP, str(max_duration)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FAULTLINE_STATE_DIR": str(state_dir / "children")},
+    child, info = spawn_harness(
+        CHILD, kind, SPIN if kind == "cpu" else SLEEP, str(max_duration), state_dir=state_dir
     )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait(10)
-        pytest.fail(f"child harness failed to start (exit {child.returncode})")
-    info: dict[str, str] = json.loads(line)
     assert in_place(info)
     return child, info
 
@@ -331,11 +315,7 @@ def test_a_hung_harness_is_reverted_at_the_deadline(state_dir: Path, kind: str) 
         child.kill()
         child.wait()
     # The watchdog itself carries the run's tag until it has exited.
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=15, what="watchdog reaping")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -343,11 +323,7 @@ def test_sigkill_is_reaped_by_the_watchdog_without_clean(state_dir: Path, kind: 
     child, info = start_child(state_dir, kind, max_duration=5)
     child.kill()
     child.wait()
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=5 + 15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=5 + 15, what="watchdog reaping")
     if "chain" in info:
         assert not chain_present(info["chain"])
     else:

@@ -5,10 +5,8 @@ harness interrupted, hung or killed mid-storm."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from harness.faults.storm import SERIES
 from harness.gobuild import build
 from harness.run import Run, clean_runs
 from harness.wait import wait_until
+from tests.integration.conftest import spawn_harness, wait_reaped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,14 +46,6 @@ def start_sink(backend: LocalBackend, name: str = "sink") -> str:
     backend.start(spec)
     backend.wait_ready(name, timeout=15)
     return addr
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("faultline-state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAULTLINE_STATE_DIR", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")
@@ -140,18 +131,7 @@ CHILD = textwrap.dedent(
 def start_child(
     state_dir: Path, max_duration: float
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, TLSSINK, str(max_duration)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FAULTLINE_STATE_DIR": str(state_dir / "children")},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait(10)
-        pytest.fail(f"child harness failed to start (exit {child.returncode})")
-    info: dict[str, str] = json.loads(line)
+    child, info = spawn_harness(CHILD, TLSSINK, str(max_duration), state_dir=state_dir)
     assert cleanup.tagged_pids(info["run_id"], info["storm"]) != []
     return child, info
 
@@ -178,20 +158,12 @@ def test_a_hung_harness_has_its_storm_stopped_at_the_deadline(state_dir: Path) -
         child.kill()
         child.wait()
     # The watchdog itself carries the run's tag until it has exited.
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=15, what="watchdog reaping")
 
 
 def test_sigkill_is_reaped_by_the_watchdog_without_clean(state_dir: Path) -> None:
     child, info = start_child(state_dir, max_duration=5)
     child.kill()
     child.wait()
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=5 + 15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=5 + 15, what="watchdog reaping")
     assert clean_runs(state_dir / "children") == []

@@ -7,11 +7,9 @@ measured through the proxy. Needs toxiproxy-server (the skip says how to build i
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -28,6 +26,7 @@ from harness.errors import MissingDependency
 from harness.faults import Bandwidth, Down, Latency, ResetPeer, Scope, Timeout
 from harness.run import Run, clean_runs
 from harness.wait import wait_for, wait_until
+from tests.integration.conftest import spawn_harness, wait_reaped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,14 +83,6 @@ def round_trip(proxy: Proxy, payload: bytes = b"x", timeout: float = 5.0) -> flo
                 raise ConnectionError("closed by the proxy")
             got += chunk
         return time.monotonic() - start
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("faultline-state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAULTLINE_STATE_DIR", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")
@@ -204,18 +195,7 @@ CHILD = textwrap.dedent(
 def start_child(
     state_dir: Path, echo: EchoServer, max_duration: float
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, echo.address, str(max_duration)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FAULTLINE_STATE_DIR": str(state_dir / "children")},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait(10)
-        pytest.fail(f"child harness failed to start (exit {child.returncode})")
-    info: dict[str, str] = json.loads(line)
+    child, info = spawn_harness(CHILD, echo.address, str(max_duration), state_dir=state_dir)
     return child, info
 
 
@@ -254,11 +234,7 @@ def test_a_hung_harness_is_reverted_by_the_watchdog_at_the_deadline(
         child.kill()
         child.wait()
     # The watchdog itself carries the run's tag until it has exited.
-    wait_until(
-        lambda: cleanup.tagged_pids(info["run_id"]) == [] and not Path(info["run_dir"]).exists(),
-        timeout=15,
-        what="watchdog reaping",
-    )
+    wait_reaped(info, timeout=15, what="watchdog reaping")
 
 
 def test_sigkill_is_reaped_by_the_watchdog_without_clean(
