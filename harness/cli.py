@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness import doctor
@@ -84,6 +85,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"--budget-scale={args.budget_scale}",
         "-v",
         "-s" if args.verbose else "-q",
+        # Live progress: components ready, phases, faults injected and reverted, checks.
+        "-o",
+        "log_cli=true",
+        "--log-cli-level=INFO",
+        "--log-cli-format=%(asctime)s %(message)s",
+        "--log-cli-date-format=%H:%M:%S",
         "--rootdir",
         str(scenarios_dir().parent),
     ]
@@ -92,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"faultline: running {args.scenario} on the {args.backend} backend", flush=True)
     # pytest gets the signals too (same process group) and reverts every fault;
     # we only wait for it and pass its exit status on.
+    started = time.time()
     proc = subprocess.Popen(cmd)
     while True:
         try:
@@ -99,11 +107,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             break
         except KeyboardInterrupt:
             print("faultline: interrupted, reverting faults...", file=sys.stderr, flush=True)
-    reports = sorted(report_dir.glob("**/report.json"), key=lambda p: p.stat().st_mtime)
+    # Only this invocation's reports: the directory may hold earlier runs' too.
+    reports = sorted(
+        (p for p in report_dir.glob("*/*/report.json") if p.stat().st_mtime >= started),
+        key=lambda p: p.stat().st_mtime,
+    )
     if reports:
         from harness.report import render_terminal
 
-        for rpt in reports[-4:]:
+        for rpt in reports:
             render_terminal(json.loads(rpt.read_text()))
             print(f"report: {rpt.parent / 'report.html'}")
     verdict = {0: "PASSED", 1: "FAILED", 130: "INTERRUPTED", 143: "TERMINATED"}.get(code, "ERROR")

@@ -111,6 +111,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"faultline: {err}") from None
     config.stash[_SIGNAL_KEY] = []
     _install_signal_handlers(config)
+    # Every poll of Prometheus and etcd is an HTTP request: keep live logs for the story.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _install_signal_handlers(config: pytest.Config) -> None:
