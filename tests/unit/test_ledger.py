@@ -116,6 +116,9 @@ def test_sigkilled_run_is_reaped_by_the_watchdog_and_clean_is_idempotent(
     while Path(run_dir).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(run_dir).exists()
+    # The watchdog carries the tag too, and exits right after removing the dir.
+    while cleanup.tagged_pids(run_id) and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
     assert cleanup.tagged_pids(run_id) == []
     assert clean_runs(tmp_path) == []  # nothing left: a second clean does nothing
 
