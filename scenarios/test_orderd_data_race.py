@@ -10,9 +10,10 @@ worth something only when it names both sides of the race.
   a LogDetector tails;
 - the baseline is the control window: the fixed code (cache under an
   RWMutex) under the same load, where the race detector must stay silent;
-- the fault switches ``map_race`` on through the admin API (256 unguarded cache
-  writes per request; gets read and lists iterate the cache meanwhile) until
-  the first report, then switches it off again.
+- the fault switches ``map_race`` on through the admin API (each request's
+  256 cache writes made behind it by a goroutine that takes no lock; gets
+  read and lists iterate the cache meanwhile) until the first report, then
+  switches it off again.
 
 Proven: with the fix, no race report under load (no false positive); with
 the bug, ``WARNING: DATA RACE`` is detected within the time-to-detect budget
@@ -53,7 +54,7 @@ RACE_MAX_S = 30.0
 LOAD_RPS = 50.0
 CACHE_WRITES_PER_REQUEST = 256
 ORDERD_CODE = "/go_targets/internal/orderd."
-CACHE_FUNCTIONS = ("cachePut", "cacheGet", "cacheScan")
+CACHE_FUNCTIONS = ("cachePut", "cacheFill", "cacheGet", "cacheScan")
 # "Read at 0x00c0001ecc90 by goroutine 40:" / "Previous write at ... by goroutine 43:"
 ACCESS = re.compile(r"^(Previous )?(read|write|Read|Write) at 0x[0-9a-f]+ by goroutine \d+:")
 BUDGET = Budget(max_ttd=20.0)

@@ -68,7 +68,7 @@ LOAD_RPS = 50.0
 CACHE_WRITES_PER_REQUEST = 8192
 MAP_CRASHES = ("concurrent_map_writes", "concurrent_map_read", "concurrent_map_iteration")
 # orderd's cache functions: a crash elsewhere is not this bug.
-CACHE_FUNCTIONS = ("cachePut", "cacheGet", "cacheScan")
+CACHE_FUNCTIONS = ("cachePut", "cacheFill", "cacheGet", "cacheScan")
 BUDGET = Budget(max_ttd=15.0, max_ttr=10.0, must_fire=("GoProcessRestarted",))
 QUIET_ON_CONTROL = ("GoProcessRestarted", "OrderdSuccessRatioLow")
 

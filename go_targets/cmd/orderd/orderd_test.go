@@ -344,7 +344,7 @@ func TestMapRaceDetector(t *testing.T) {
 			if on != raced {
 				t.Fatalf("bug on=%v but DATA RACE reported=%v", on, raced)
 			}
-			if on && !strings.Contains(p.stderr.String(), "cachePut") {
+			if on && !strings.Contains(p.stderr.String(), "cacheFill") {
 				t.Fatalf("race report does not point at the cache:\n%s", tail(p.stderr.String(), 3000))
 			}
 		})

@@ -190,21 +190,24 @@ func (s *Service) retain(payload []byte, n int) {
 }
 
 // cachePut stores o under several keys (map_race intensity) and evicts
-// arbitrary entries when the cache is full.
+// arbitrary entries when the cache is full. With map_race on, the fill runs
+// behind the request in a goroutine that takes no lock (a write-behind cache),
+// so it races with every handler reading, scanning or filling the cache,
+// however the requests happen to be spaced.
 func (s *Service) cachePut(o *Order) {
 	sw := s.bugs.Get(bugs.MapRace)
-	racy := sw.Enabled()
-	n := 1
-	if racy {
-		n = int(sw.Intensity())
-		if n < 1 {
-			n = 1
-		}
+	if sw.Enabled() {
+		go s.cacheFill(o, max(int(sw.Intensity()), 1))
+		return
 	}
-	if !racy {
-		s.cacheMu.Lock()
-		defer s.cacheMu.Unlock()
-	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	s.cacheFill(o, 1)
+}
+
+// cacheFill writes o under n keys and evicts when full; the caller holds
+// cacheMu unless the bug is on.
+func (s *Service) cacheFill(o *Order, n int) {
 	for i := 0; i < n; i++ {
 		k := o.ID
 		if i > 0 {
