@@ -16,8 +16,9 @@ plan                free 127.0.0.1 port, lock   port published on 127.0.0.1  Ser
                     file against parallel runs  (container port = same no.)  127.0.0.1
 start               process in own pgroup +     container on the run's       Pod (+ Service) in the run's
                     cgroup, tagged env          network, labels              namespace, labels
-restart policy      supervisor thread with      ``restart_policy``           ``restartPolicy`` +
-                    exponential backoff         (on-failure / always)        CrashLoopBackOff
+restart policy      supervisor thread with      harness thread: waits for    ``restartPolicy`` +
+                    exponential backoff         the exit, backs off,         CrashLoopBackOff
+                                                ``start`` (Docker's: ``no``)
 probes              polled by the supervisor    ``healthcheck``              liveness/readinessProbe
 stop / kill(sig)    signal the process group    ``stop`` / ``kill(signal)``  delete Pod / exec ``kill``
 pause / resume      freezer cgroup (v1 or v2)   ``pause`` / ``unpause``      exec ``kill -STOP/-CONT 1``

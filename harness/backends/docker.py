@@ -21,12 +21,16 @@ Mapping details worth knowing:
   host, published on 127.0.0.1 under the same number, so ``--listen`` flags
   are identical inside and out; the harness always dials 127.0.0.1 (never
   ``get_container_host_ip()``, which may answer the bridge gateway).
-* restart policy: ``on-failure`` (with ``max_restarts``) and ``always`` map to
-  Docker's; Docker applies its own backoff (100 ms doubling, capped at 1 min),
-  ``backoff_initial``/``backoff_max`` are not honoured.
+* restart policy: applied by the harness, as on the local backend (a
+  supervisor thread per workload waits for the container to exit and starts it
+  again after ``min(backoff_initial * 2**n, backoff_max)``, from the start
+  again once a run lasted longer than ``backoff_max``); the container's own
+  Docker policy is ``no``. Docker's policy would apply its fixed backoff
+  (100 ms doubling), and scenarios check the CrashLoopBackOff they asked for.
+  Like the local supervisor, it ends with the harness: a reaped run restarts
+  nothing.
 * :meth:`DockerBackend.kill` signals the container's main process from the
-  host, like a crash, so the restart policy applies; ``docker kill`` would
-  mark the container as stopped by hand and disable it.
+  host, like a crash, so the restart policy applies.
 * CPU limits use ``cpu_period``/``cpu_quota`` (not ``nano_cpus``: Docker
   refuses to update a quota on a container created with NanoCpus), memory
   uses ``mem_limit`` with ``memswap_limit`` equal, so exceeding it OOM-kills
@@ -62,7 +66,7 @@ Mapping details worth knowing:
 
 Differences from the local backend that the compliance suite states:
 :meth:`DockerBackend.isolate` cuts the workload off from every peer, not
-only ``peers``; ``backoff_initial``/``backoff_max`` are Docker's own.
+only ``peers``.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -92,6 +96,7 @@ from harness.backends.base import (
     WorkloadSpec,
     WorkloadStatus,
 )
+from harness.backends.cgroups import parse_flat_keyed
 from harness.backends.images import SHELL_LABEL, image_for_binary, registry_reachable
 from harness.backends.ports import PortAllocator, RecordedLease, allocate_recorded
 from harness.components.base import log_tail
@@ -161,6 +166,57 @@ def kernel_oom_kills(container_id: str) -> list[int]:
     finally:
         os.close(fd)
     return found
+
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_usage(pid: int, container_id: str) -> tuple[int, float, int, float] | None:
+    """(memory bytes, cpu seconds, throttled periods, throttled seconds) from the cgroup files.
+
+    The engine's stats API takes about 1 s a call (it waits for a second CPU
+    sample even with ``one_shot``); samplers polling every 250 ms need the
+    files. None when the container's main process is not on this host (a
+    remote engine) or is gone, so the caller asks the engine instead.
+    Memory leaves out inactive page cache, as ``docker stats`` does.
+    """
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    if container_id not in text:
+        return None
+    dirs: dict[str, Path] = {}
+    for line in text.splitlines():
+        _, controllers, rel = line.split(":", 2)
+        if controllers:
+            for c in controllers.split(","):
+                dirs[c] = _CGROUP_ROOT / controllers / rel.lstrip("/")
+        elif (_CGROUP_ROOT / "cgroup.controllers").exists():  # pure v2 host
+            dirs["v2"] = _CGROUP_ROOT / rel.lstrip("/")
+    try:
+        if "v2" in dirs:
+            d = dirs["v2"]
+            inactive = parse_flat_keyed((d / "memory.stat").read_text()).get("inactive_file", 0)
+            memory = int((d / "memory.current").read_text()) - inactive
+            cpu = parse_flat_keyed((d / "cpu.stat").read_text())
+            return (
+                max(0, memory),
+                cpu.get("usage_usec", 0) / 1e6,
+                cpu.get("nr_throttled", 0),
+                cpu.get("throttled_usec", 0) / 1e6,
+            )
+        mem = parse_flat_keyed((dirs["memory"] / "memory.stat").read_text())
+        memory = int((dirs["memory"] / "memory.usage_in_bytes").read_text())
+        cpu = parse_flat_keyed((dirs["cpu"] / "cpu.stat").read_text())
+        return (
+            max(0, memory - mem.get("total_inactive_file", 0)),
+            int((dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9,
+            cpu.get("nr_throttled", 0),
+            cpu.get("throttled_time", 0) / 1e9,
+        )
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _tcp_alive(host: str, port: int, timeout: float) -> bool:
@@ -339,6 +395,12 @@ class _Workload:
     started: float
     follower: _LogFollower
     manual_restarts: int = 0
+    policy_restarts: int = 0  # by the supervisor, against max_restarts
+    crashes: int = 0  # consecutive quick exits: the backoff's exponent
+    want_running: bool = True  # False once stopped by hand: no restart by policy
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    halt: threading.Event = field(default_factory=threading.Event)  # wakes a backoff wait
+    supervisor: threading.Thread | None = None
     pause_seq: int | None = None
     isolate_seq: int | None = None
     healthy: bool | None = None  # the liveness watcher's verdict, without a healthcheck
@@ -507,6 +569,8 @@ class DockerBackend:
             raise ConfigError(f"workload {spec.name}.command", "is empty", expected="a binary")
         old = self._workloads.pop(spec.name, None)
         if old is not None:
+            old.want_running = False
+            old.halt.set()
             old.follower.done.set()
             with contextlib.suppress(Exception):
                 old.raw.remove(force=True)
@@ -517,7 +581,8 @@ class DockerBackend:
         kwargs: dict[str, Any] = {
             "entrypoint": [spec.command[0]],
             "labels": {**self.labels, "faultline.workload": spec.name},
-            "restart_policy": self._restart_policy(spec),
+            # The harness applies the spec's policy (see _supervise), with its backoff.
+            "restart_policy": {"Name": "no"},
             "stop_signal": signal.Signals(spec.stop_signal).name,
             "mem_limit": memory or _host_memory(),
             "memswap_limit": memory or _host_memory(),
@@ -569,15 +634,74 @@ class DockerBackend:
                 target=self._watch_liveness, args=(w, spec.liveness), daemon=True
             )
             w.watcher.start()
+        self._supervise_if_restartable(w)
         log.info("started %s (%s) as %s", spec.name, image, tc.get_container_id()[:12])
 
-    @staticmethod
-    def _restart_policy(spec: WorkloadSpec) -> dict[str, Any]:
-        if spec.restart.mode is RestartMode.ON_FAILURE:
-            return {"Name": "on-failure", "MaximumRetryCount": spec.restart.max_restarts or 0}
-        if spec.restart.mode is RestartMode.ALWAYS:
-            return {"Name": "always"}  # Docker has no retry limit for "always"
-        return {"Name": "no"}
+    def _supervise_if_restartable(self, w: _Workload) -> None:
+        if w.spec.restart.mode is RestartMode.NEVER:
+            return
+        if w.supervisor is None or not w.supervisor.is_alive():
+            w.supervisor = threading.Thread(
+                target=self._supervise, args=(w,), name=f"supervise-{w.spec.name}", daemon=True
+            )
+            w.supervisor.start()
+
+    def _supervise(self, w: _Workload) -> None:
+        """Start the container again after each exit its restart policy covers, with backoff."""
+        from docker.errors import DockerException, NotFound
+
+        policy = w.spec.restart
+        while True:
+            try:
+                code = int(w.raw.wait()["StatusCode"])
+            except NotFound:
+                return
+            except DockerException as err:
+                log.debug("wait on %s: %s", w.spec.name, err)
+                if w.halt.wait(0.5):
+                    return
+                continue
+            with w.lock:
+                if not w.want_running:
+                    return
+                try:
+                    w.raw.reload()
+                except DockerException:
+                    return  # removed: nothing to restart
+                if w.raw.attrs["State"]["Running"]:
+                    continue  # started again meanwhile (a restart by hand)
+                restart = policy.mode is RestartMode.ALWAYS or code != 0
+                if restart and self._policy_exhausted(w):
+                    log.info("%s: max_restarts=%s reached", w.spec.name, policy.max_restarts)
+                    restart = False
+                if not restart:
+                    w.want_running = False
+                    return
+                state = w.raw.attrs["State"]
+                finished = _rfc3339_ns(state["FinishedAt"])
+                if finished - _rfc3339_ns(state["StartedAt"]) > policy.backoff_max * 1e9:
+                    w.crashes = 0  # it ran well for a while: back off from the start again
+                delay = float(min(policy.backoff_initial * 2**w.crashes, policy.backoff_max))
+                w.crashes += 1
+            # The backoff counts from the exit, not from when the engine reported it
+            # (0.2 s or more later on a busy host); the start itself then takes ~0.3 s.
+            left = min(delay, max(0.0, delay - (time.time_ns() - finished) / 1e9))
+            log.info("%s exited with %d; restarting in %.2fs", w.spec.name, code, left)
+            if w.halt.wait(left):
+                return
+            with w.lock:
+                if not w.want_running:
+                    return
+                try:
+                    w.raw.reload()
+                    if w.raw.attrs["State"]["Running"]:
+                        continue  # restarted by hand during the backoff
+                    w.raw.start()
+                except DockerException as err:
+                    log.warning("restart of %s failed: %s", w.spec.name, err)
+                    w.want_running = False
+                    return
+                w.policy_restarts += 1
 
     def _get(self, name: str) -> _Workload:
         try:
@@ -648,7 +772,8 @@ class DockerBackend:
             w.raw.status == "exited"
             and not state.get("Restarting", False)
             and (
-                w.spec.restart.mode is RestartMode.NEVER
+                not w.want_running
+                or w.spec.restart.mode is RestartMode.NEVER
                 or (
                     w.spec.restart.mode is RestartMode.ON_FAILURE
                     and (state["ExitCode"] == 0 or self._policy_exhausted(w))
@@ -658,7 +783,7 @@ class DockerBackend:
 
     def _policy_exhausted(self, w: _Workload) -> bool:
         limit = w.spec.restart.max_restarts
-        return limit is not None and int(w.raw.attrs["RestartCount"]) >= limit
+        return limit is not None and w.policy_restarts >= limit
 
     def wait_ready(self, name: str, timeout: float) -> None:
         w = self._get(name)
@@ -694,12 +819,14 @@ class DockerBackend:
         from docker.errors import NotFound
 
         w = self._get(name)
+        with w.lock:
+            w.want_running = False  # the supervisor does not bring it back
+            w.halt.set()
         with contextlib.suppress(NotFound):
             w.raw.reload()
             if w.raw.status == "paused":
                 self.resume(name)  # a frozen process cannot act on the stop signal
             if w.raw.status in ("running", "paused", "restarting"):
-                # Docker marks it stopped by hand: the restart policy does not bring it back.
                 w.raw.stop(timeout=max(0, round(timeout)))
 
     def kill(self, name: str, signum: int = 9) -> None:
@@ -760,9 +887,13 @@ class DockerBackend:
 
     def restart(self, name: str) -> None:
         w = self._get(name)
-        w.raw.restart(timeout=10)
-        # `docker restart` leaves RestartCount alone; a restart by hand still counts.
-        w.manual_restarts += 1
+        # Under the lock: the supervisor sees the exit this causes only once it runs again.
+        with w.lock:
+            w.raw.restart(timeout=10)
+            w.manual_restarts += 1
+            w.want_running = True
+            w.halt.clear()
+        self._supervise_if_restartable(w)
 
     def _exits(self, w: _Workload) -> tuple[int, int | None, bool]:
         """:func:`last_exit` of a workload; reloads ``w``.
@@ -790,12 +921,17 @@ class DockerBackend:
             exit_code=last_code,
             oom_killed=last_oom,
             oom_kills=ooms,
-            restarts=int(w.raw.attrs["RestartCount"]) + w.manual_restarts,
+            restarts=w.policy_restarts + w.manual_restarts,
             healthy=healthy,
         )
 
     def stats(self, name: str) -> ResourceStats:
         w = self._get(name)
+        oom_kills = self._exits(w)[0]  # reloads: State.Pid is the current process
+        usage = _cgroup_usage(int(w.raw.attrs["State"]["Pid"]), w.raw.id)
+        if usage is not None:
+            memory, cpu_seconds, periods, throttled = usage
+            return ResourceStats(memory, w.memory, cpu_seconds, periods, throttled, oom_kills)
         s = w.raw.stats(stream=False, one_shot=True)
         mem = s.get("memory_stats", {})
         inner = mem.get("stats", {})
@@ -809,7 +945,7 @@ class DockerBackend:
             cpu_seconds=int(cpu.get("cpu_usage", {}).get("total_usage", 0)) / 1e9,
             throttled_periods=int(throttling.get("throttled_periods", 0)),
             throttled_seconds=int(throttling.get("throttled_time", 0)) / 1e9,
-            oom_kills=self._exits(w)[0],
+            oom_kills=oom_kills,
         )
 
     def set_limits(
@@ -835,6 +971,25 @@ class DockerBackend:
         except APIError as err:
             raise FaultError(f"cannot set limits of {name} (cpu={cpu}, memory={memory})") from err
         w.cpu, w.memory = cpu, memory
+
+    def limits(self, name: str) -> tuple[float | None, int, int | None]:
+        """(cores or None, CFS period in us, memory bytes or None) the container has now.
+
+        Read back from the engine (``HostConfig``), not from what was asked:
+        what a limit fault saves before and verifies after its revert. Memory
+        equal to the host's RAM is this backend's "unlimited" (None).
+        """
+        w = self._get(name)
+        w.raw.reload()
+        host = w.raw.attrs["HostConfig"]
+        period = int(host.get("CpuPeriod") or _CPU_PERIOD_US)
+        quota = int(host.get("CpuQuota") or 0)
+        memory = int(host.get("Memory") or 0)
+        return (
+            quota / period if quota > 0 else None,
+            period,
+            None if memory <= 0 or memory >= _host_memory() else memory,
+        )
 
     def isolate(self, name: str, peers: Sequence[str]) -> None:
         """Disconnect ``name`` from the run's peer network: cut off from every peer.
@@ -876,6 +1031,38 @@ class DockerBackend:
     def _log_file(self, name: str) -> Path:
         return self.run.dir / "logs" / f"{name}.log"
 
+    def host_path(self, name: str, file: str) -> Path:
+        """The host file behind a workload's planned ``file`` (bind-mounted read-only).
+
+        Rewriting it in place (same inode) changes what the container reads:
+        how a certificate fault swaps a member's certificate.
+        """
+        try:
+            return Path(self._get(name).spec.files[file]).resolve()
+        except KeyError:
+            raise ConfigError(f"{name}.files", f"{file!r} is not a file of {name}") from None
+
+    def internal_address(self, address: str) -> str:
+        """Map ``127.0.0.1:<published port>`` of a workload of this run to ``<name>:<port>``.
+
+        What another container (Prometheus) must dial: inside a container,
+        127.0.0.1 is the container itself. Published port numbers are unique
+        per host (the port allocator), so the mapping is unambiguous.
+        """
+        host, _, port_text = address.rpartition(":")
+        if host in ("127.0.0.1", "localhost", "[::1]") and port_text.isdigit():
+            port = int(port_text)
+            for placement in self._placements.values():
+                for port_name, published in placement.external_ports.items():
+                    if published == port:
+                        return placement.internal(port_name)
+        raise ConfigError(
+            "address",
+            f"{address} is not a published port of a workload of run {self.run.run_id}: "
+            "a container cannot reach it",
+            expected="127.0.0.1:<port> of a workload this backend planned",
+        )
+
     def container_id(self, name: str) -> str:
         """The Docker id of a workload's container (for tests and diagnostics)."""
         return str(self._get(name).raw.id)
@@ -885,6 +1072,8 @@ class DockerBackend:
         from docker.errors import DockerException
 
         for w in self._workloads.values():
+            w.want_running = False
+            w.halt.set()
             w.follower.done.set()
             # Ended here, the log streams deliver the last lines before the removal.
             with contextlib.suppress(DockerException):
@@ -893,8 +1082,9 @@ class DockerBackend:
                     w.raw.kill()
         for w in self._workloads.values():
             w.follower.join(timeout=5)
-            if w.watcher is not None:
-                w.watcher.join(timeout=5)
+            for thread in (w.watcher, w.supervisor):
+                if thread is not None:
+                    thread.join(timeout=5)
         if self._net_seq is not None:
             self.run.ledger.revert(self._net_seq)
             # The containers are gone, and with them any pause or isolation.

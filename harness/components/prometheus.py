@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 from urllib.parse import urlsplit
 
 import httpx
@@ -84,6 +84,13 @@ class ScrapeTarget:
                 f"scrape target {job}", f"{url!r} is not a URL", expected="http://h:p/path"
             )
         return cls(job, parts.netloc, parts.scheme, parts.path or "/metrics", **kwargs)
+
+
+@runtime_checkable
+class _AddressMapper(Protocol):
+    """A backend whose workloads cannot dial the harness's 127.0.0.1 addresses (docker)."""
+
+    def internal_address(self, address: str) -> str: ...
 
 
 class Prometheus(Component):
@@ -267,14 +274,22 @@ class Prometheus(Component):
 
     def _config(self, placement: Placement, files: Mapping[str, Path]) -> str:
         scrape_configs = []
+        mapper = self.backend if isinstance(self.backend, _AddressMapper) else None
         for i, t in enumerate(self.targets):
+            # In a container, 127.0.0.1 is Prometheus itself: dial the target's
+            # address on the run's network instead.
+            dial = mapper.internal_address(t.address) if mapper is not None else t.address
             cfg: dict[str, object] = {
                 "job_name": f"{t.job}-{i}",
                 "scheme": t.scheme,
                 "metrics_path": t.metrics_path,
-                "static_configs": [{"targets": [t.address], "labels": {**t.labels}}],
-                # The job label is the user's job name, shared by a cluster's members.
-                "relabel_configs": [{"target_label": "job", "replacement": t.job}],
+                "static_configs": [{"targets": [dial], "labels": {**t.labels}}],
+                "relabel_configs": [
+                    # The job label is the user's job name, shared by a cluster's members.
+                    {"target_label": "job", "replacement": t.job},
+                    # The instance is the address the harness knows, on every backend.
+                    {"target_label": "instance", "replacement": t.address},
+                ],
             }
             tls: dict[str, str] = {}
             for kind in ("ca_file", "cert_file", "key_file"):

@@ -67,8 +67,10 @@ class CertFault(WorkloadFault):
         placement = getattr(self.scope.cluster, "placement", None)
         if placement is None:
             raise ConfigError(f"{self.name}.scope.cluster", "is not an EtcdCluster")
+        # Docker: the placement names the path inside the container; swap the host file.
+        host_path = getattr(self.scope.backend, "host_path", None)
         for m in self.targets:
-            live = {f: Path(placement(m).path(f)) for f in _FILES}
+            live = {f: Path(host_path(m, f) if host_path else placement(m).path(f)) for f in _FILES}
             for p in live.values():
                 if "faultline" not in p.as_posix() or not p.is_file():
                     raise UnsafeTargetError(

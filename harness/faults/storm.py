@@ -136,8 +136,14 @@ class TlsStorm(Fault):
                 t, field=field, cluster=cluster, run_id=self.scope.run.run_id, rng=self.scope.rng
             ):
                 member = cluster.member(name)  # type: ignore[attr-defined]
-                url = urlsplit(member.client_url if self.port == "client" else member.peer_url)
-                host, port = safety.check_hostport(url.netloc, field=field)
+                if self.port == "client":
+                    netloc = urlsplit(member.client_url).netloc
+                else:
+                    # The storm runs on the host: the peer port as published on 127.0.0.1
+                    # (peer_url is how members dial each other: a container name on docker).
+                    phost, pport = cluster.placement(name).external("peer")  # type: ignore[attr-defined]
+                    netloc = f"{phost}:{pport}"
+                host, port = safety.check_hostport(netloc, field=field)
                 self.addresses.append(f"{host}:{port}")
                 self.targets.append(name)
 
