@@ -429,3 +429,37 @@ def remove_docker_run(run_id: str) -> None:
                 v.remove(force=True)
     finally:
         client.close()
+
+
+@inverse
+def docker_update_limits(
+    run_id: str, container: str, cpu_period: int, cpu_quota: int, memory: int | None
+) -> None:
+    """Set a container of this run back to saved CPU and memory limits (undo a limit fault).
+
+    ``cpu_quota`` -1 is no CPU limit; ``memory`` None is the host's RAM (the
+    docker backend's "unlimited": Docker cannot remove a memory limit). Swap
+    is capped with memory, as the backend starts containers. A gone container
+    is fine; setting the same values twice changes nothing.
+    """
+    try:
+        import docker
+        from docker.errors import DockerException, NotFound
+    except ImportError:
+        return
+    try:
+        client = docker.from_env(timeout=30)
+    except DockerException:
+        return
+    try:
+        try:
+            c = client.containers.get(container)
+        except NotFound:
+            return
+        if c.labels.get("faultline.run") != run_id:
+            raise ValueError(f"refusing to touch container {container}: not run {run_id}'s")
+        mem = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        with contextlib.suppress(NotFound):  # removed meanwhile: nothing left to restore
+            c.update(cpu_period=cpu_period, cpu_quota=cpu_quota, mem_limit=mem, memswap_limit=mem)
+    finally:
+        client.close()

@@ -2,10 +2,12 @@
 
 They act through the backend (so one scenario runs on every backend) and
 record inverses that any process can run (the watchdog, ``faultline clean``):
-``resume_tagged`` for a pause, the saved cgroup values (``write_file``) for
-limits, ``remove_iptables_chain`` for a partition. Reverts are verified on the
-real state: the process is running and not stopped or frozen, the cgroup files
-hold their original values, the partition chain is gone.
+``resume_tagged`` for a pause, the saved cgroup values (``write_file``, local)
+or container limits (``docker_update_limits``, docker) for limits,
+``remove_iptables_chain`` for a partition. Reverts are verified on the real
+state: the process is running and not stopped or frozen, the cgroup files (or
+the engine's report of the container's limits) hold their original values,
+the partition chain is gone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harness import cleanup
 from harness.errors import ConfigError, FaultError, UnsafeTargetError
@@ -288,16 +290,36 @@ class _Saved:
         return self.value
 
 
+@runtime_checkable
+class _ContainerLimits(Protocol):
+    """A backend whose limits live on containers the engine reports (docker)."""
+
+    def limits(self, name: str) -> tuple[float | None, int, int | None]: ...
+
+    def container_id(self, name: str) -> str: ...
+
+
+# (cores or None, CFS period in us, memory bytes or None) of a container.
+_Limits = tuple[float | None, int, int | None]
+
+
 class _LimitFault(WorkloadFault):
-    """Saves the target's cgroup files, changes limits via the backend, restores the files."""
+    """Saves the target's limits, changes them via the backend, restores them.
+
+    Local backend: the cgroup files are saved and written back (``write_file``).
+    Docker: the container's limits as the engine reports them are saved, the
+    revert sets them again through the backend (the inverse for the watchdog
+    and ``faultline clean`` is ``docker_update_limits``), and the engine's
+    report afterwards is compared with the saved one.
+    """
 
     def available(self, backend: object) -> str | None:
-        if backend is None or getattr(backend, "name", "") != "local":
-            return (
-                "cgroup limits are restored from the saved files: needs the local backend "
-                "(run with --backend local)"
-            )
-        return None
+        if isinstance(backend, _ContainerLimits) or getattr(backend, "name", "") == "local":
+            return None
+        return (
+            "limits are restored from saved cgroup files or container limits: needs the "
+            "local or docker backend (run with --backend local)"
+        )
 
     @abc.abstractmethod
     def _files(self, dirs: dict[str, Path]) -> list[Path]:
@@ -306,7 +328,12 @@ class _LimitFault(WorkloadFault):
     def _prepare(self) -> None:
         super()._prepare()
         self._saved: dict[str, list[_Saved]] = {}
+        self._saved_container: dict[str, _Limits] = {}
         backend = self.scope.need_backend(self.name)
+        if isinstance(backend, _ContainerLimits):
+            # Only this run's containers can be targets (resolve + the backend's names).
+            self._saved_container = {w: backend.limits(w) for w in self.targets}
+            return
         for w in self.targets:
             files = self._files(workload_cgroup_dirs(backend, w))
             for f in files:
@@ -320,6 +347,22 @@ class _LimitFault(WorkloadFault):
     def _apply(self) -> None:
         backend = self.scope.need_backend(self.name)
         ledger = self.scope.run.ledger
+        if isinstance(backend, _ContainerLimits):
+            for w in self.targets:
+                cores, period, memory = self._saved_container[w]
+                inverse = {
+                    "op": "docker_update_limits",
+                    "run_id": self.scope.run.run_id,
+                    "container": backend.container_id(w),
+                    "cpu_period": period,
+                    "cpu_quota": -1 if cores is None else round(cores * period),
+                    "memory": memory,
+                }
+                undo = partial(
+                    backend.set_limits, w, cpu=cores, memory=memory, cpu_period_us=period
+                )
+                self._step(f"limits of {w}", inverse, partial(self._set, backend, w), undo=undo)
+            return
         for w in self.targets:
             seqs = [
                 self._record(
@@ -338,6 +381,17 @@ class _LimitFault(WorkloadFault):
 
     def _leftovers(self) -> list[str]:
         left = []
+        backend = self.scope.need_backend(self.name)
+        for w, was in self._saved_container.items():
+            if not isinstance(backend, _ContainerLimits):
+                break
+            try:
+                current = backend.limits(w)
+            except Exception as err:  # noqa: BLE001 - a removed container holds no limit
+                log.debug("limits of %s after revert: %r", w, err)
+                continue
+            if current != was:
+                left.append(f"{w} has limits {_show(current)}, had {_show(was)}")
         for saved in self._saved.values():
             for s in saved:
                 with contextlib.suppress(FileNotFoundError):  # cgroup gone: nothing left
@@ -345,6 +399,11 @@ class _LimitFault(WorkloadFault):
                     if now != s.value:
                         left.append(f"{s.path} is {now}, was {s.value}")
         return left
+
+
+def _show(limits: _Limits) -> str:
+    cores, period, memory = limits
+    return f"cpu={cores} per {period} us, memory={memory}"
 
 
 class CpuThrottle(_LimitFault):
@@ -454,7 +513,12 @@ class MemoryLimit(_LimitFault):
     def _set(self, backend: Backend, workload: str) -> None:
         self._baseline[workload] = backend.status(workload).oom_kills
         # set_limits sets both: pass the CPU limit on unchanged.
-        cores, period = _cpu_limit(backend, workload)
+        cores: float | None
+        period: int | None
+        if isinstance(backend, _ContainerLimits):
+            cores, period, _ = self._saved_container[workload]
+        else:
+            cores, period = _cpu_limit(backend, workload)
         backend.set_limits(workload, memory=self.bytes, cpu=cores, cpu_period_us=period)
 
     def oom_kills(self) -> dict[str, int]:
