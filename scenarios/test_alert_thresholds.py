@@ -27,7 +27,6 @@ Proven: each fault took effect (client P99 rose, orders failed, RSS reached
 90 % of the limit, goroutines multiplied); every rule declared in
 ``EXPECTED`` fired within its TTD budget under its mechanism and resolved
 within its TTR budget after the revert; no rule fired on the baseline. The
-scenario runs on the local backend (see ``pytestmark``). The
 report carries the calibration table (rule x mechanism: TTD, TTR, baseline)
 as figures and as a note, and the run prints it.
 """
@@ -67,9 +66,7 @@ from harness.run import Run
 from harness.scenario import Incident, MakeIncident
 from harness.timeline import Timeline
 
-# Local only for now: on docker orderd would reach etcd at the proxy's container name,
-# which etcd's server certificate does not carry (orderd has no TLS server-name flag).
-pytestmark = [pytest.mark.scenario, pytest.mark.timeout(300), pytest.mark.backends("local")]
+pytestmark = [pytest.mark.scenario, pytest.mark.timeout(300)]
 
 LOAD_RPS = 40.0
 MEMORY_LIMIT = 160 << 20
@@ -205,10 +202,14 @@ def test_every_rule_quiet_on_baseline_and_each_expected_rule_fires_on_its_mechan
     tl = run.timeline
     with contextlib.ExitStack() as stack:
         etcd = stack.enter_context(EtcdCluster(backend, run, pki, size=3))
-        toxiproxy = stack.enter_context(Toxiproxy(backend, run))
+        members = [m.name for m in etcd.members()]
+        # One reserved listener port per member: docker must publish it.
+        toxiproxy = stack.enter_context(Toxiproxy(backend, run, ports=members))
         proxies = [
-            toxiproxy.proxy(f"etcd-client-{i}", upstream=urlsplit(m.client_url).netloc)
-            for i, m in enumerate(etcd.members())
+            toxiproxy.proxy(
+                f"etcd-client-{m.name}", upstream=urlsplit(m.client_url).netloc, port=m.name
+            )
+            for m in etcd.members()
         ]
         orderd = stack.enter_context(
             OrderService(
@@ -230,7 +231,6 @@ def test_every_rule_quiet_on_baseline_and_each_expected_rule_fires_on_its_mechan
         rules = _alert_rules(prom.url)
         validate_expectations(EXPECTED, rules=rules, mechanisms=MECHANISMS)
         scope = Scope(run=run, backend=backend, cluster=etcd, workloads=[orderd.name])
-        members = [m.name for m in etcd.members()]
         load = LoadGenerator(
             run, locustfile="orderd_http", host=orderd.url, rate=LOAD_RPS, duration=240
         )

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "AddressMapper",
     "Backend",
     "Placement",
     "Probe",
@@ -232,3 +233,22 @@ class Backend(Protocol):
     def close(self) -> None:
         """Stop every workload and remove everything this backend made; idempotent."""
         ...
+
+
+@runtime_checkable
+class AddressMapper(Protocol):
+    """A backend whose workloads cannot dial the harness's 127.0.0.1 addresses (docker).
+
+    Inside a container, 127.0.0.1 is the container itself: a workload that
+    dials another (Prometheus scraping, Toxiproxy's upstream, orderd through a
+    proxy) needs the address on the run's network instead.
+    """
+
+    def internal_address(self, address: str) -> str:
+        """``127.0.0.1:<published port>`` of a workload of this run, as workloads dial it."""
+        ...
+
+
+def dial_address(backend: object, address: str) -> str:
+    """``address`` as another workload of ``backend`` dials it (unchanged on local)."""
+    return backend.internal_address(address) if isinstance(backend, AddressMapper) else address

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -27,6 +28,7 @@ from harness.backends.base import (
     ProbeKind,
     RestartPolicy,
     WorkloadSpec,
+    dial_address,
 )
 from harness.components.base import Component, log_tail
 from harness.components.etcd import EtcdCluster
@@ -78,7 +80,8 @@ class OrderService(Component):
         self.etcd = etcd
         # Where orderd dials etcd; default the members themselves. A scenario puts
         # Toxiproxy listeners here to add latency between orderd and etcd (TLS passes
-        # through the proxy untouched).
+        # through the proxy untouched; orderd then verifies the members' certificates
+        # for "localhost", which every member's carries, not for the proxy's name).
         self.etcd_endpoints = list(etcd_endpoints) if etcd_endpoints is not None else None
         if self.etcd_endpoints is not None and etcd is None:
             raise ConfigError("etcd_endpoints", "given without the etcd cluster", expected="etcd=")
@@ -114,12 +117,18 @@ class OrderService(Component):
             tls = self.etcd.client_tls()
             spec_files = {"ca.crt": tls.ca, "client.crt": tls.cert, "client.key": tls.key}
             args += [
-                "--etcd-endpoints="
-                + ",".join(self.etcd_endpoints or self.etcd.internal_endpoints()),
                 f"--etcd-cacert={p.path('ca.crt')}",
                 f"--etcd-cert={p.path('client.crt')}",
                 f"--etcd-key={p.path('client.key')}",
             ]
+            if self.etcd_endpoints is None:
+                args.append("--etcd-endpoints=" + ",".join(self.etcd.internal_endpoints()))
+            else:
+                proxied = [
+                    u._replace(netloc=dial_address(self.backend, u.netloc)).geturl()
+                    for u in map(urlsplit, self.etcd_endpoints)
+                ]
+                args += ["--etcd-endpoints=" + ",".join(proxied), "--etcd-server-name=localhost"]
         args += [f"--bug={bug}={intensity}" for bug, intensity in self.bugs.items()]
         spec = WorkloadSpec(
             name=self.name,

@@ -26,13 +26,20 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import httpx
 
 from harness import safety
-from harness.backends.base import Backend, Placement, Probe, ProbeKind, WorkloadSpec
+from harness.backends.base import (
+    Backend,
+    Placement,
+    Probe,
+    ProbeKind,
+    WorkloadSpec,
+    dial_address,
+)
 from harness.components.base import Component, log_tail
 from harness.errors import ComponentStartError, ConfigError, MissingDependency
 from harness.observe.prom import AlertState, fetch_alerts, instant_query
@@ -84,13 +91,6 @@ class ScrapeTarget:
                 f"scrape target {job}", f"{url!r} is not a URL", expected="http://h:p/path"
             )
         return cls(job, parts.netloc, parts.scheme, parts.path or "/metrics", **kwargs)
-
-
-@runtime_checkable
-class _AddressMapper(Protocol):
-    """A backend whose workloads cannot dial the harness's 127.0.0.1 addresses (docker)."""
-
-    def internal_address(self, address: str) -> str: ...
 
 
 class Prometheus(Component):
@@ -274,11 +274,10 @@ class Prometheus(Component):
 
     def _config(self, placement: Placement, files: Mapping[str, Path]) -> str:
         scrape_configs = []
-        mapper = self.backend if isinstance(self.backend, _AddressMapper) else None
         for i, t in enumerate(self.targets):
             # In a container, 127.0.0.1 is Prometheus itself: dial the target's
             # address on the run's network instead.
-            dial = mapper.internal_address(t.address) if mapper is not None else t.address
+            dial = dial_address(self.backend, t.address)
             cfg: dict[str, object] = {
                 "job_name": f"{t.job}-{i}",
                 "scheme": t.scheme,

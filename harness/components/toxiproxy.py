@@ -27,7 +27,14 @@ from typing import Any, Self
 import httpx
 
 from harness import gobuild, safety
-from harness.backends.base import Backend, Placement, Probe, ProbeKind, WorkloadSpec
+from harness.backends.base import (
+    Backend,
+    Placement,
+    Probe,
+    ProbeKind,
+    WorkloadSpec,
+    dial_address,
+)
 from harness.components.base import Component, log_tail
 from harness.errors import ComponentStartError, ConfigError, MissingDependency
 from harness.run import Run
@@ -169,7 +176,8 @@ class Toxiproxy(Component):
             json={
                 "name": full,
                 "listen": f"{self._placement.bind_host}:{bind_port}",
-                "upstream": upstream,
+                # Toxiproxy dials it: in a container, the upstream's run-network address.
+                "upstream": dial_address(self.backend, upstream),
                 "enabled": True,
             },
             timeout=5,

@@ -53,6 +53,7 @@ func run() int {
 	fs.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "CA certificate that signed etcd's server certificate")
 	fs.StringVar(&cfg.EtcdCert, "etcd-cert", "", "client certificate for etcd (mutual TLS)")
 	fs.StringVar(&cfg.EtcdKey, "etcd-key", "", "client key for etcd")
+	fs.StringVar(&cfg.EtcdServerName, "etcd-server-name", "", "name to verify etcd's server certificates against (default: each endpoint's host; set it when the endpoints are proxies)")
 	fs.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/faultline/orderd/", "key prefix in etcd")
 	fs.DurationVar(&cfg.EtcdTimeout, "etcd-timeout", time.Second, "timeout of one etcd operation")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", 3*time.Second, "/healthz fails when a reserve worker is stuck longer than this; /readyz store ping timeout")

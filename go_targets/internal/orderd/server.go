@@ -34,6 +34,7 @@ type Config struct {
 	AllowNonLoopback              bool
 	EtcdEndpoints                 []string
 	EtcdCACert, EtcdCert, EtcdKey string
+	EtcdServerName                string
 	EtcdPrefix                    string
 	EtcdTimeout                   time.Duration
 	HealthTimeout                 time.Duration
@@ -88,7 +89,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if len(cfg.EtcdEndpoints) > 0 {
 		e, err := store.NewEtcd(store.EtcdConfig{
 			Endpoints: cfg.EtcdEndpoints, CACert: cfg.EtcdCACert, Cert: cfg.EtcdCert, Key: cfg.EtcdKey,
-			OpTimeout: cfg.EtcdTimeout, Observe: srv.m.ObserveEtcd,
+			ServerName: cfg.EtcdServerName,
+			OpTimeout:  cfg.EtcdTimeout, Observe: srv.m.ObserveEtcd,
 		})
 		if err != nil {
 			return nil, err

@@ -20,6 +20,7 @@ type EtcdConfig struct {
 	CACert      string
 	Cert        string
 	Key         string
+	ServerName  string // verify the server certificate for this name (default: the endpoint's host)
 	DialTimeout time.Duration
 	OpTimeout   time.Duration // per operation, on top of the caller's context
 	Observe     Observer
@@ -51,7 +52,9 @@ func NewEtcd(cfg EtcdConfig) (*Etcd, error) {
 		Logger:               zap.NewNop(),
 	}
 	if cfg.CACert != "" || cfg.Cert != "" || cfg.Key != "" {
-		info := transport.TLSInfo{CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert}
+		info := transport.TLSInfo{
+			CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert, ServerName: cfg.ServerName,
+		}
 		tc, err := info.ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("etcd: loading TLS material: %w", err)
