@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from harness import doctor
-from harness.config import BACKENDS, parse_budget_scale
+from harness.config import BACKENDS, IMPLEMENTED_BACKENDS, parse_budget_scale
 from harness.errors import ConfigError, HarnessError
 from harness.run import clean_runs, state_root
 
@@ -72,6 +72,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         known = ", ".join(files) or "(none)"
         raise ConfigError("SCENARIO", f"unknown scenario {args.scenario!r}", expected=known)
     parse_budget_scale(args.budget_scale, "--budget-scale")
+    if args.backend not in IMPLEMENTED_BACKENDS:
+        raise ConfigError(
+            "--backend",
+            f"the {args.backend} backend is not implemented yet",
+            expected=" | ".join(IMPLEMENTED_BACKENDS),
+        )
     report_dir = Path(args.report_dir).resolve()
     cmd = [
         sys.executable,
@@ -119,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             render_terminal(json.loads(rpt.read_text()))
             print(f"report: {rpt.parent / 'report.html'}")
     verdict = {0: "PASSED", 1: "FAILED", 130: "INTERRUPTED", 143: "TERMINATED"}.get(code, "ERROR")
+    if code == 0 and not reports:
+        # pytest passes a run whose every test skipped (e.g. no Docker engine): not a pass.
+        verdict, code = "SKIPPED (nothing ran: see the skip reason above)", 1
     print(f"faultline: {args.scenario}: {verdict} (exit {code})")
     return code
 

@@ -38,6 +38,7 @@ import pytest
 from harness.backends.base import Backend
 from harness.checks import Budget
 from harness.config import (
+    IMPLEMENTED_BACKENDS,
     Settings,
     env,
     first_set,
@@ -173,7 +174,8 @@ def make_backend(name: str, run: Run) -> Backend:
         return DockerBackend(run)
     raise BackendUnavailable(
         f"the {name} backend",
-        "not implemented yet in this version of faultline: use --backend local or docker",
+        "not implemented yet in this version of faultline: use --backend "
+        + " or ".join(IMPLEMENTED_BACKENDS),
     )
 
 

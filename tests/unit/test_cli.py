@@ -40,6 +40,10 @@ def test_list_names_every_scenario_file_with_its_summary(
         (["run", "no-such-scenario"], "SCENARIO: unknown scenario 'no-such-scenario'"),
         (["run", "etcd-tls-storm", "--budget-scale", "0"], "--budget-scale: 0.0 is out of range"),
         (["report", "/nonexistent/report.json"], "PATH: cannot read a report"),
+        (
+            ["run", "etcd-tls-storm", "--backend", "kubernetes"],
+            "--backend: the kubernetes backend is not implemented yet",
+        ),
     ],
 )
 def test_bad_input_exits_2_naming_the_field_with_no_run_made(
