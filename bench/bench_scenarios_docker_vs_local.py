@@ -62,8 +62,13 @@ def run_once(path: Path, backend: str) -> tuple[float, str]:
         t0 = time.monotonic()
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         wall = time.monotonic() - t0
-    summary = (res.stdout.strip().splitlines() or [""])[-1]
+    lines = res.stdout.strip().splitlines()
+    summary = (lines or [""])[-1]
     outcome = OUTCOMES.get(res.returncode, f"exit {res.returncode}")
+    if res.returncode != 0:
+        # Why, in pytest's words: its short summary ("FAILED ... - AssertionError: ...").
+        for line in [ln for ln in lines if ln.startswith(("FAILED", "ERROR", "E  "))][:12]:
+            print(f"      {line[:200]}", flush=True)
     if res.returncode == 0 and "skipped" in summary and "passed" not in summary:
         outcome = "skipped"
     return wall, outcome
