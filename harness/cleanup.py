@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -347,29 +347,42 @@ def remove_empty_cgroups(paths: list[str]) -> None:
                 raise
 
 
-@inverse
-def docker_unpause(run_id: str, container: str) -> None:
-    """Unpause a container of this run (undo a pause); a gone or running one is fine."""
+@contextlib.contextmanager
+def _run_container(run_id: str, container: str) -> Iterator[Any]:
+    """The container if it exists and belongs to this run; None when it (or the engine) is gone.
+
+    Raises ValueError for another run's container: inverses touch only their own.
+    """
     try:
         import docker
         from docker.errors import DockerException, NotFound
     except ImportError:
+        yield None
         return
     try:
         client = docker.from_env(timeout=30)
     except DockerException:
+        yield None
         return
     try:
         try:
             c = client.containers.get(container)
         except NotFound:
+            yield None
             return
         if c.labels.get("faultline.run") != run_id:
             raise ValueError(f"refusing to touch container {container}: not run {run_id}'s")
-        if c.status == "paused":
-            c.unpause()
+        yield c
     finally:
         client.close()  # DockerClient is no context manager (docker 7.2)
+
+
+@inverse
+def docker_unpause(run_id: str, container: str) -> None:
+    """Unpause a container of this run (undo a pause); a gone or running one is fine."""
+    with _run_container(run_id, container) as c:
+        if c is not None and c.status == "paused":
+            c.unpause()
 
 
 @inverse
@@ -442,24 +455,11 @@ def docker_update_limits(
     is capped with memory, as the backend starts containers. A gone container
     is fine; setting the same values twice changes nothing.
     """
-    try:
-        import docker
-        from docker.errors import DockerException, NotFound
-    except ImportError:
-        return
-    try:
-        client = docker.from_env(timeout=30)
-    except DockerException:
-        return
-    try:
-        try:
-            c = client.containers.get(container)
-        except NotFound:
+    with _run_container(run_id, container) as c:
+        if c is None:
             return
-        if c.labels.get("faultline.run") != run_id:
-            raise ValueError(f"refusing to touch container {container}: not run {run_id}'s")
+        from docker.errors import NotFound
+
         mem = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         with contextlib.suppress(NotFound):  # removed meanwhile: nothing left to restore
             c.update(cpu_period=cpu_period, cpu_quota=cpu_quota, mem_limit=mem, memswap_limit=mem)
-    finally:
-        client.close()

@@ -24,8 +24,6 @@ import pytest
 
 from harness import cleanup
 from harness.backends.base import Backend
-from harness.errors import MissingDependency
-from harness.gobuild import build
 from harness.run import Run
 
 BACKENDS = ["local", "docker"]
@@ -81,15 +79,6 @@ def leftovers(run_id: str, *, but_watchdog: bool = False) -> list[str]:
     except Exception:  # noqa: BLE001 - no engine: no containers can be left
         pass
     return found
-
-
-@pytest.fixture(scope="session")
-def workload_bin() -> str:
-    """The compliance suite's workload program (``workload sleep|counter|alloc|...``)."""
-    try:
-        return str(build("workload"))
-    except MissingDependency as err:
-        pytest.skip(f"{err.what} is missing: {err.fix}")
 
 
 @pytest.fixture

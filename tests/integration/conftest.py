@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,18 @@ def wait_reaped(info: dict[str, str], *, timeout: float, what: str = "reaping") 
         timeout=timeout,
         what=what,
     )
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    """A client of the running Docker engine; skips saying how to get one."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException:
+        pytest.skip(
+            "no Docker engine: apt-get install -y docker.io && (dockerd >/tmp/dockerd.log 2>&1 &)"
+        )
+    yield client
+    client.close()

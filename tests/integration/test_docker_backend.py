@@ -40,19 +40,6 @@ BUSYBOX_TOOLS = ("sh", "nc", "httpd", "dd", "sleep", "echo")
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except docker.errors.DockerException:
-        pytest.skip(
-            "no Docker engine: apt-get install -y docker.io && (dockerd >/tmp/dockerd.log 2>&1 &)"
-        )
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def busybox(engine: Any) -> str:
     try:
         return image_for_binary(engine, "busybox", aliases=BUSYBOX_TOOLS)

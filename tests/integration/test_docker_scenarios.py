@@ -23,10 +23,9 @@ import pytest
 from harness import cleanup
 from harness.backends.base import WorkloadSpec
 from harness.components.prometheus import Prometheus, ScrapeTarget
-from harness.errors import ConfigError, MissingDependency
+from harness.errors import ConfigError
 from harness.faults.base import Scope
 from harness.faults.process import CpuThrottle, MemoryLimit
-from harness.gobuild import build
 from harness.run import Run
 from harness.wait import wait_until
 
@@ -34,27 +33,6 @@ docker = pytest.importorskip("docker")
 from harness.backends.docker import DockerBackend, _cgroup_usage  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except docker.errors.DockerException:
-        pytest.skip(
-            "no Docker engine: apt-get install -y docker.io && (dockerd >/tmp/dockerd.log 2>&1 &)"
-        )
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def workload_bin() -> str:
-    try:
-        return str(build("workload"))
-    except MissingDependency as err:
-        pytest.skip(f"{err.what} is missing: {err.fix}")
 
 
 @pytest.fixture
