@@ -1,7 +1,8 @@
 // Command tlssink is a minimal loopback TLS listener for benchmarks and tests:
 // it completes handshakes and closes the connection. It generates a
 // self-signed ECDSA P-256 certificate unless --cert/--key are given and stops
-// by itself after --duration.
+// by itself after --duration, or on SIGINT/SIGTERM. On stopping it prints how
+// many handshakes it completed (each one checked the client's Finished).
 //
 //	tlssink --addr 127.0.0.1:0 --duration 60s
 package main
@@ -19,7 +20,10 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/signal"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/faultline/faultline/go_targets/internal/loopback"
@@ -80,13 +84,19 @@ func main() {
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"event": "listening", "addr": l.Addr().String(), "pid": os.Getpid()})
 	var ok, failed atomic.Int64
+	var handlers sync.WaitGroup
 	time.AfterFunc(*duration, func() { l.Close() })
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; l.Close() }()
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			break
 		}
+		handlers.Add(1)
 		go func(c net.Conn) {
+			defer handlers.Done()
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 			if err := tls.Server(c, cfg).Handshake(); err != nil {
@@ -96,5 +106,6 @@ func main() {
 			ok.Add(1)
 		}(c)
 	}
+	handlers.Wait()
 	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"event": "stopped", "handshakes": ok.Load(), "failed": failed.Load()})
 }
