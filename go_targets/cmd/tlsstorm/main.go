@@ -71,6 +71,8 @@ func run() int {
 	fs.StringVar(&c.ServerName, "servername", "", "SNI / verification name")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", 2*time.Second, "TCP connect timeout")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", 5*time.Second, "TLS handshake timeout")
+	fs.StringVar(&c.Client, "client", "", "handshake client: lean (a minimal TLS 1.3 client, the default for --tls 1.3 with explicit --curves) or stdlib (crypto/tls)")
+	fs.BoolVar(&c.FreshKeys, "fresh-keys", false, "lean client: a new ephemeral key share per handshake (default: reused for up to 1s; the server's work is the same)")
 	progress := fs.Bool("progress", false, "print one JSON progress line per second")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the generator to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {

@@ -40,6 +40,13 @@ type Config struct {
 	ServerName       string
 	DialTimeout      time.Duration
 	HandshakeTimeout time.Duration
+	// Client is "lean" (this package's TLS 1.3 client, see lean13.go),
+	// "stdlib" (crypto/tls) or "" for lean whenever it can run the
+	// configuration (TLS 1.3 with explicit curves), else stdlib.
+	Client string
+	// FreshKeys makes the lean client generate its ephemeral key shares for
+	// every handshake instead of reusing them for up to a second.
+	FreshKeys bool
 }
 
 // Summary is the JSON printed at the end of a storm.
@@ -47,6 +54,8 @@ type Summary struct {
 	Event            string             `json:"event"`
 	Targets          []string           `json:"targets"`
 	TLS              string             `json:"tls"`
+	Client           string             `json:"client"`
+	FreshKeys        bool               `json:"fresh_keys"`
 	Concurrency      int                `json:"concurrency"`
 	Rate             float64            `json:"rate"`
 	StoppedBy        string             `json:"stopped_by"`
@@ -86,6 +95,15 @@ func (c *Config) Validate() ([]string, error) {
 	}
 	if c.TLSVersion != "1.2" && c.TLSVersion != "1.3" {
 		return nil, fmt.Errorf("--tls must be 1.2 or 1.3")
+	}
+	switch c.Client {
+	case "", "stdlib":
+	case "lean":
+		if err := leanSupports(c); err != nil {
+			return nil, fmt.Errorf("--client lean: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("--client must be lean or stdlib, not %q", c.Client)
 	}
 	if len(c.Targets) == 0 {
 		return nil, fmt.Errorf("at least one --target host:port is required")
@@ -200,6 +218,8 @@ func Classify(stage string, err error) string {
 		return stage + "_tls_alert"
 	case errors.As(err, &verr):
 		return stage + "_cert_verify"
+	case errors.As(err, new(protocolError)):
+		return stage + "_protocol"
 	default:
 		return stage + "_other"
 	}
@@ -236,10 +256,24 @@ func Run(ctx context.Context, c Config, addrs []string, progress func(Progress))
 	start := time.Now()
 	workers := make([]*worker, c.Concurrency)
 	var wg sync.WaitGroup
-	dialer := &net.Dialer{Timeout: c.DialTimeout}
+	// No keep-alive: every connection closes right after its handshake.
+	dialer := &net.Dialer{Timeout: c.DialTimeout, KeepAlive: -1}
+	client := c.Client
+	if client == "" {
+		client = "stdlib"
+		if leanSupports(&c) == nil {
+			client = "lean"
+		}
+	}
 	for i := range workers {
 		w := &worker{errors: map[string]int64{}}
 		workers[i] = w
+		handshake := func(ctx context.Context, addr string) (string, time.Duration) {
+			return stdlibHandshake(ctx, dialer, tc, addr, c.HandshakeTimeout)
+		}
+		if client == "lean" {
+			handshake = newLean13(&c, tc, dialer).handshake
+		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -254,7 +288,7 @@ func Run(ctx context.Context, c Config, addrs []string, progress func(Progress))
 				} else if c.MaxHandshakes == 0 {
 					attempts.Add(1)
 				}
-				kind, d := handshake(runCtx, dialer, tc, addrs[n%len(addrs)], c.HandshakeTimeout)
+				kind, d := handshake(runCtx, addrs[n%len(addrs)])
 				// Cut short by the end of the storm (the dial deadline can fire
 				// a hair before the context reports it): not counted.
 				if kind != "" && (runCtx.Err() != nil || !time.Now().Before(end)) {
@@ -318,7 +352,7 @@ func Run(ctx context.Context, c Config, addrs []string, progress func(Progress))
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	user, sys := cpu1[0]-cpu0[0], cpu1[1]-cpu0[1]
 	s := Summary{
-		Event: "summary", Targets: c.Targets, TLS: c.TLSVersion, Concurrency: c.Concurrency, Rate: c.Rate,
+		Event: "summary", Targets: c.Targets, TLS: c.TLSVersion, Client: client, FreshKeys: c.FreshKeys && client == "lean", Concurrency: c.Concurrency, Rate: c.Rate,
 		StoppedBy: stopped, ElapsedSeconds: elapsed.Seconds(), Attempts: ok.Load() + fail.Load(),
 		Handshakes: ok.Load(), HandshakesPerSec: float64(ok.Load()) / elapsed.Seconds(),
 		Errors: errs, ErrorsTotal: fail.Load(),
@@ -333,11 +367,11 @@ func Run(ctx context.Context, c Config, addrs []string, progress func(Progress))
 	return s, nil
 }
 
-// handshake dials, completes one full TLS handshake and closes with RST
+// stdlibHandshake dials, completes one full TLS handshake with crypto/tls and closes with RST
 // (linger 0) so that the generator does not pile up TIME_WAIT sockets.
 // It returns an error kind ("" on success) and the handshake latency
 // (TCP connect + TLS handshake).
-func handshake(ctx context.Context, d *net.Dialer, tc *tls.Config, addr string, hsTimeout time.Duration) (string, time.Duration) {
+func stdlibHandshake(ctx context.Context, d *net.Dialer, tc *tls.Config, addr string, hsTimeout time.Duration) (string, time.Duration) {
 	start := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
