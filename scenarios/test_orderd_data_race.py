@@ -11,7 +11,7 @@ worth something only when it names both sides of the race.
 - the baseline is the control window: the fixed code (cache under an
   RWMutex) under the same load, where the race detector must stay silent;
 - the fault switches ``map_race`` on through the admin API (each request's
-  256 cache writes made behind it by a goroutine that takes no lock; gets
+  256 cache writes made behind it by two goroutines that take no lock; gets
   read and lists iterate the cache meanwhile) until the first report, then
   switches it off again.
 

@@ -36,7 +36,7 @@ var Specs = []Spec{
 	{ChannelDeadlock, 1, "probability (0..1] that a /inventory/reserve worker blocks forever on an unbuffered send nobody receives; disabling drains the stuck workers"},
 	{MutexDeadlock, 1, "milliseconds held between the two lock acquisitions (create: A then B, reserve: B then A) to widen the window; a deadlock persists until restart"},
 	{GlobalDeadlock, 1, "ignored; enabling makes orderd close its listeners and re-exec itself (same PID) into a network-free deadlock so the runtime dies with 'all goroutines are asleep'"},
-	{MapRace, 8, "unsynchronized cache writes per API request (>=1), made behind the request by a goroutine that takes no lock; list requests iterate the cache while others delete from it"},
+	{MapRace, 8, "unsynchronized cache writes per API request (>=1), made behind the request by two goroutines that take no lock; list requests iterate the cache while others delete from it"},
 	{MemoryLeak, 65536, "bytes retained per API request; values stay reachable through a side index after their map entry is deleted"},
 	{CheckThenAct, 1, "milliseconds slept between the stock check (Get) and the act (Put) of a reservation; 0 = runtime.Gosched only"},
 }

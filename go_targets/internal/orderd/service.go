@@ -191,24 +191,27 @@ func (s *Service) retain(payload []byte, n int) {
 
 // cachePut stores o under several keys (map_race intensity) and evicts
 // arbitrary entries when the cache is full. With map_race on, the fill runs
-// behind the request in a goroutine that takes no lock (a write-behind cache),
-// so it races with every handler reading, scanning or filling the cache,
+// behind the request, split between two goroutines that take no lock (a
+// write-behind cache filled in parallel): the two writers collide with each
+// other, and with every handler reading, scanning or filling the cache,
 // however the requests happen to be spaced.
 func (s *Service) cachePut(o *Order) {
 	sw := s.bugs.Get(bugs.MapRace)
 	if sw.Enabled() {
-		go s.cacheFill(o, max(int(sw.Intensity()), 1))
+		n := max(int(sw.Intensity()), 1)
+		go s.cacheFill(o, 0, n, 2)
+		go s.cacheFill(o, 1, n, 2)
 		return
 	}
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
-	s.cacheFill(o, 1)
+	s.cacheFill(o, 0, 1, 1)
 }
 
-// cacheFill writes o under n keys and evicts when full; the caller holds
-// cacheMu unless the bug is on.
-func (s *Service) cacheFill(o *Order, n int) {
-	for i := 0; i < n; i++ {
+// cacheFill writes o under keys first, first+step, ... below n and evicts
+// when full; the caller holds cacheMu unless the bug is on.
+func (s *Service) cacheFill(o *Order, first, n, step int) {
+	for i := first; i < n; i += step {
 		k := o.ID
 		if i > 0 {
 			k = o.ID + "#" + strconv.Itoa(i)
