@@ -52,7 +52,9 @@ def bare_member(run: Run, pki: Pki, rep: int) -> float:
         "--peer-cert-file", str(certs.cert), "--peer-key-file", str(certs.key),
         "--logger", "zap", "--log-outputs", "stderr",
     ]  # fmt: skip
-    with EtcdClient([f"https://127.0.0.1:{c}"], *client, timeout=1) as etcd:
+    with EtcdClient(
+        [f"https://127.0.0.1:{c}"], client.ca, client.cert, client.key, timeout=1
+    ) as etcd:
         t0 = time.monotonic()
         proc = subprocess.Popen(
             args,

@@ -98,14 +98,16 @@ def test_put_get_txn_over_mutual_tls(cluster: EtcdCluster) -> None:
 
 def test_clients_without_a_good_cert_are_refused(cluster: EtcdCluster) -> None:
     tls = cluster.client_tls()
-    refused = [
-        (tls.ca,),  # no client certificate at all
-        tuple(cluster.pki.untrusted("rogue-client", CertKind.CLIENT)),
-        tuple(cluster.pki.expired("expired-client", CertKind.CLIENT)),
+    rogue = cluster.pki.untrusted("rogue-client", CertKind.CLIENT)
+    expired = cluster.pki.expired("expired-client", CertKind.CLIENT)
+    refused: list[tuple[Path, Path | None, Path | None]] = [
+        (tls.ca, None, None),  # no client certificate at all
+        (rogue.ca, rogue.cert, rogue.key),
+        (expired.ca, expired.cert, expired.key),
     ]
-    for certs in refused:
+    for ca, cert, key in refused:
         with (
-            EtcdClient(cluster.endpoints(), *certs, timeout=2) as c,
+            EtcdClient(cluster.endpoints(), ca, cert, key, timeout=2) as c,
             pytest.raises(EtcdError, match="bad certificate"),
         ):
             c.put("faultline/refused", "x")

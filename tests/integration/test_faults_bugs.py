@@ -23,12 +23,12 @@ from harness.run import Run, clean_runs
 from harness.wait import wait_until
 from tests.integration.conftest import spawn_harness, wait_reaped
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120)]
 
 try:
     ORDERD = str(build("orderd"))
 except MissingDependency as _err:
-    pytestmark = [pytestmark, pytest.mark.skip(reason=f"orderd cannot be built: {_err.fix}")]
+    pytestmark.append(pytest.mark.skip(reason=f"orderd cannot be built: {_err.fix}"))
 
 
 def start_orderd(backend: LocalBackend, name: str) -> str:

@@ -24,13 +24,13 @@ from harness.run import Run, clean_runs
 from harness.wait import wait_until
 from tests.integration.conftest import spawn_harness, wait_reaped
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120)]
 
 try:
     TLSSINK = str(build("tlssink"))
     build("tlsstorm")
 except MissingDependency as _err:
-    pytestmark = [pytestmark, pytest.mark.skip(reason=f"Go targets cannot be built: {_err.fix}")]
+    pytestmark.append(pytest.mark.skip(reason=f"Go targets cannot be built: {_err.fix}"))
 
 
 def start_sink(backend: LocalBackend, name: str = "sink") -> str:

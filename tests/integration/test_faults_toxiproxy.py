@@ -28,12 +28,12 @@ from harness.run import Run, clean_runs
 from harness.wait import wait_for, wait_until
 from tests.integration.conftest import spawn_harness, wait_reaped
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120)]
 
 try:
     toxiproxy_binary()
 except MissingDependency as _err:
-    pytestmark = [pytestmark, pytest.mark.skip(reason=f"toxiproxy-server missing: {_err.fix}")]
+    pytestmark.append(pytest.mark.skip(reason=f"toxiproxy-server missing: {_err.fix}"))
 
 
 class EchoServer:

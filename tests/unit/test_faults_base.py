@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class FileFault(Fault):
         for i, p in enumerate(self.paths):
             restore = p.with_suffix(".other") if self.leave else p
             inverse = {"op": "write_file", "path": str(restore), "value": p.read_text()}
-            self._step(f"write {p.name}", inverse, lambda p=p, i=i: self._mutate(p, i))
+            self._step(f"write {p.name}", inverse, partial(self._mutate, p, i))
         self.detail["achieved"] = 42
 
     def _mutate(self, p: Path, i: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -34,7 +35,9 @@ from harness.load.stats import (
 from harness.run import Run
 
 
-def window(source: str, second: int, span: float = 1.0, **eps: tuple[int, int, dict[int, int]]):
+def window(
+    source: str, second: int, span: float = 1.0, **eps: tuple[int, int, dict[int, int]]
+) -> dict[str, Any]:
     return {
         "kind": "window",
         "source": source,
