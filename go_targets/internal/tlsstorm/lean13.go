@@ -304,7 +304,7 @@ func (l *lean13) run(conn net.Conn, now time.Time) error {
 	}
 	want := ks.hmac(ks.expandLabel(sTraffic, "finished", nil, sha256.Size), l.transcript.Sum(nil))
 	if !hmac.Equal(msg[4:], want) {
-		return tls.AlertError(51) // decrypt_error: the server's Finished does not match
+		return protocolError("the server's Finished does not match the transcript")
 	}
 	l.transcript.Write(msg)
 
@@ -569,7 +569,7 @@ func verifyCertificateVerify(pub crypto.PublicKey, body []byte, context string, 
 		return protocolError(fmt.Sprintf("unsupported server key type %T", pub))
 	}
 	if !ok {
-		return tls.AlertError(51) // decrypt_error: the signature does not verify
+		return protocolError("the server's CertificateVerify signature does not verify")
 	}
 	return nil
 }
@@ -704,7 +704,7 @@ func (l *lean13) readRecord(conn net.Conn) error {
 		l.decSeq++
 		plain, err := l.dec.Open(body[:0], nonce[:], body, header)
 		if err != nil {
-			return tls.AlertError(20) // bad_record_mac
+			return protocolError("a record does not decrypt (bad_record_mac)")
 		}
 		i := len(plain) - 1
 		for i >= 0 && plain[i] == 0 {

@@ -211,7 +211,7 @@ func TestLeanRejectsWhatItMust(t *testing.T) {
 		roots  *x509.CertPool
 		want   string
 	}{
-		{"signature does not verify", &tls.Config{Certificates: []tls.Certificate{forged}}, x25519, nil, "handshake_tls_alert"},
+		{"signature does not verify", &tls.Config{Certificates: []tls.Certificate{forged}}, x25519, nil, "handshake_protocol"},
 		{"untrusted CA", &tls.Config{Certificates: []tls.Certificate{good}}, x25519, otherCA.pool, "handshake_cert_verify"},
 		{"wrong name", &tls.Config{Certificates: []tls.Certificate{good}},
 			Config{Curves: []tls.CurveID{tls.X25519}, ServerName: "etcd.invalid"}, ca.pool, "handshake_cert_verify"},
