@@ -520,21 +520,21 @@ const (
 var signaturePad = bytes.Repeat([]byte{0x20}, 64)
 
 // signedContent is what a TLS 1.3 CertificateVerify signs (RFC 8446 4.4.3).
-func signedContent(context string, transcriptHash []byte) []byte {
-	b := make([]byte, 0, 64+len(context)+1+len(transcriptHash))
+func signedContent(label string, transcriptHash []byte) []byte {
+	b := make([]byte, 0, 64+len(label)+1+len(transcriptHash))
 	b = append(b, signaturePad...)
-	b = append(b, context...)
+	b = append(b, label...)
 	b = append(b, 0)
 	return append(b, transcriptHash...)
 }
 
-func verifyCertificateVerify(pub crypto.PublicKey, body []byte, context string, transcriptHash []byte) error {
+func verifyCertificateVerify(pub crypto.PublicKey, body []byte, label string, transcriptHash []byte) error {
 	p := parser(body)
 	alg, sig := p.u16(), p.vec16()
 	if p.bad {
 		return errTooShort
 	}
-	content := signedContent(context, transcriptHash)
+	content := signedContent(label, transcriptHash)
 	ok := false
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -576,10 +576,10 @@ func verifyCertificateVerify(pub crypto.PublicKey, body []byte, context string, 
 
 // clientCertificate appends the client's Certificate message (an empty
 // list without a certificate, as RFC 8446 4.4.2 allows).
-func (l *lean13) clientCertificate(b []byte, context []byte) []byte {
+func (l *lean13) clientCertificate(b []byte, requestContext []byte) []byte {
 	at := len(b)
-	b = append(b, msgCertificate, 0, 0, 0, byte(len(context)))
-	b = append(b, context...)
+	b = append(b, msgCertificate, 0, 0, 0, byte(len(requestContext)))
+	b = append(b, requestContext...)
 	listAt := len(b)
 	b = append(b, 0, 0, 0)
 	if l.clientCert != nil {

@@ -68,37 +68,6 @@ func ecKey(t *testing.T, c elliptic.Curve) crypto.Signer {
 	return k
 }
 
-// serve runs a crypto/tls server with cfg and counts the handshakes it
-// completed: the server only completes after checking the client's Finished
-// (and its certificate and CertificateVerify when it asks for one).
-func serve(t *testing.T, cfg *tls.Config) (string, *atomic.Int64, *atomic.Int64) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	var ok, failed atomic.Int64
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if tls.Server(c, cfg).Handshake() == nil {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-				}
-			}()
-		}
-	}()
-	return l.Addr().String(), &ok, &failed
-}
-
 // leanClient is a lean client for c; roots, when set, turns verification on.
 func leanClient(t *testing.T, c Config, roots *x509.CertPool, certs ...tls.Certificate) *lean13 {
 	t.Helper()

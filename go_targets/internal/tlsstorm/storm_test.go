@@ -14,19 +14,28 @@ import (
 	"time"
 )
 
+// tlsListener serves self-signed P-256 handshakes and counts those completed.
 func tlsListener(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	addr, ok, _ := serve(t, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	return addr, ok
+}
+
+// serve runs a crypto/tls server with cfg and counts the handshakes it
+// completed: the server only completes after checking the client's Finished
+// (and its certificate and CertificateVerify when it asks for one).
+func serve(t *testing.T, cfg *tls.Config) (string, *atomic.Int64, *atomic.Int64) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	var n atomic.Int64
+	var ok, failed atomic.Int64
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -35,13 +44,16 @@ func tlsListener(t *testing.T) (string, *atomic.Int64) {
 			}
 			go func() {
 				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 				if tls.Server(c, cfg).Handshake() == nil {
-					n.Add(1)
+					ok.Add(1)
+				} else {
+					failed.Add(1)
 				}
 			}()
 		}
 	}()
-	return l.Addr().String(), &n
+	return l.Addr().String(), &ok, &failed
 }
 
 func TestValidateRefusesNonLoopback(t *testing.T) {
