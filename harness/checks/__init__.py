@@ -317,7 +317,8 @@ def recovered_within(
     name: str = "series",
 ) -> CheckResult:
     """The series became healthy (``ok``) within the time-to-recover budget after
-    ``after`` (the revert) and stayed healthy for ``hold`` seconds. Figure ``ttr_s``."""
+    ``after`` (the revert) and stayed healthy for ``hold`` seconds. Figures ``ttr_s`` and
+    ``after_t`` (the report shows it as the SLO-back TTR of the faults reverted by then)."""
     label = f"recovered_within:{name}"
     max_s = budget.ttr if isinstance(budget, Budget) else float(budget)
     if max_s is None:
@@ -330,6 +331,7 @@ def recovered_within(
         "ttr_s": None if ttr is None else round(ttr, 3),
         "budget_s": max_s,
         "hold_s": hold,
+        "after_t": round(after, 3),  # the revert it counts from: the report pairs them
     }
     if ttr is None:
         span = later[-1].t - after

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-import httpx
-
 from harness import safety
 from harness.backends.base import (
     Backend,
@@ -42,7 +40,7 @@ from harness.backends.base import (
 )
 from harness.components.base import Component, log_tail
 from harness.errors import ComponentStartError, ConfigError, MissingDependency
-from harness.observe.prom import AlertState, fetch_alerts, instant_query
+from harness.observe.prom import AlertState, PromApi
 from harness.run import Run
 from harness.wait import WaitTimeout, wait_until
 
@@ -214,18 +212,23 @@ class Prometheus(Component):
 
     def query(self, promql: str) -> float | None:
         """Instant query: a scalar or the first element of a vector; None if empty/NaN."""
-        with httpx.Client(timeout=5.0) as client:
-            return instant_query(client, self.url, promql)
+        with PromApi(self.url, timeout=5.0) as api:
+            return api.query(promql)
 
     def alerts(self) -> list[AlertState]:
         """Active (pending or firing) alerts."""
-        with httpx.Client(timeout=5.0) as client:
-            return fetch_alerts(client, self.url)
+        with PromApi(self.url, timeout=5.0) as api:
+            return api.alerts()
+
+    def alerting_rules(self) -> list[str]:
+        """The names of the alerting rules this Prometheus loaded."""
+        with PromApi(self.url, timeout=5.0) as api:
+            return api.alerting_rules()
 
     def target_health(self) -> list[dict[str, str]]:
         """Each active target's job, instance, health and last error."""
-        resp = httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"}, timeout=5.0)
-        resp.raise_for_status()
+        with PromApi(self.url, timeout=5.0) as api:
+            targets = api.active_targets()
         return [
             {
                 "job": t["labels"].get("job", ""),
@@ -233,7 +236,7 @@ class Prometheus(Component):
                 "health": t["health"],
                 "error": t.get("lastError", ""),
             }
-            for t in resp.json()["data"]["activeTargets"]
+            for t in targets
         ]
 
     # -- internals ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reports of a run: ``report.json`` (schema_version 1), ``report.html``, a terminal
+"""Reports of a run: ``report.json`` (schema_version 2), ``report.html``, a terminal
 table, and JUnit properties.
 
 The JSON schema is :data:`SCHEMA_PATH` (``harness/report/schema.json``, which
@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.checks import Budget, CheckResult, Status, merge
+from harness.errors import ConfigError
+from harness.observe.prom import RULES_EVENT
 from harness.report.html import render_html
+from harness.report.seeds import seed_comparison
 from harness.report.terminal import render_terminal
-from harness.timeline import Timeline
+from harness.timeline import Event, Timeline
 
 __all__ = [
     "DETECTION_KINDS",
@@ -39,6 +42,7 @@ __all__ = [
     "as_report",
     "build_report",
     "junit_properties",
+    "load_report",
     "render_html",
     "render_terminal",
     "report_from_incident",
@@ -47,10 +51,12 @@ __all__ = [
     "write_reports",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 # Events that count as "the fault was detected" for the report's TTD.
 DETECTION_KINDS = ("alert.firing", "detector.hit")
+# A recovery check's ``after_t`` may be taken just before the revert event is written.
+_REVERT_SLACK_S = 0.5
 
 Report = dict[str, Any]
 
@@ -72,36 +78,120 @@ def _faults(timeline: Timeline) -> list[dict[str, Any]]:
     return out
 
 
-def _ttd(timeline: Timeline, fault: dict[str, Any]) -> dict[str, Any]:
+def _own_windows(faults: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Where each injection's own detection window ends: at the next injection of
+    any fault after it (that fault's alerts are its own), else never (math.inf).
+
+    A control fault held while the real one joins it (CPU pressure, then the storm
+    on top) is so never credited with the later fault's alert.
+    """
+    starts = sorted(f["injected_at"] for f in faults)
+    ends = []
+    for f in faults:
+        later = [t for t in starts if t > f["injected_at"]]
+        ends.append(later[0] if later else math.inf)
+    return ends
+
+
+def _ttd(timeline: Timeline, fault: Mapping[str, Any], window_end: float) -> dict[str, Any]:
     start = fault["injected_at"]
-    hits = [e for e in timeline.events() if e.kind in DETECTION_KINDS and e.t >= start]
-    if not hits:
-        return {"fault": fault["name"], "seconds": None, "by": None}
-    first = hits[0]
-    return {
+    hits = [e for e in timeline.events() if e.kind in DETECTION_KINDS and start <= e.t < window_end]
+    row: dict[str, Any] = {
         "fault": fault["name"],
-        "seconds": round(first.t - start, 3),
-        "by": f"{first.kind}:{first.name}",
+        "seconds": None,
+        "by": None,
+        "window_end": None if math.isinf(window_end) else round(window_end, 3),
     }
+    if hits:
+        row["seconds"] = round(hits[0].t - start, 3)
+        row["by"] = f"{hits[0].kind}:{hits[0].name}"
+    return row
 
 
-def _ttr(timeline: Timeline, fault: dict[str, Any]) -> dict[str, Any] | None:
+def _label_key(e: Event) -> tuple[str, tuple[tuple[str, str], ...]]:
+    labels = e.detail.get("labels") or {}
+    return e.name, tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+
+
+def _slo_rows(
+    checks: Sequence[CheckResult], faults: Sequence[Mapping[str, Any]], fault: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The scenario's recovery checks (SLO back, writes back...) measured after this
+    fault's revert: a ``recovered_within`` check whose ``after_t`` is at or after the
+    revert (within ``_REVERT_SLACK_S`` before it) with no injection in between."""
+    end = fault["reverted_at"]
+    rows = []
+    for c in checks:
+        after = c.figures.get("after_t")
+        if not c.name.startswith("recovered_within:") or not isinstance(after, int | float):
+            continue
+        if after < end - _REVERT_SLACK_S:
+            continue
+        if any(end < f["injected_at"] <= after for f in faults):
+            continue
+        ttr = c.figures.get("ttr_s")
+        rows.append(
+            {
+                "check": c.name.removeprefix("recovered_within:"),
+                "status": c.status.value,
+                "seconds": float(ttr) if isinstance(ttr, int | float) else None,
+            }
+        )
+    return rows
+
+
+def _ttr(
+    timeline: Timeline,
+    fault: Mapping[str, Any],
+    window_end: float,
+    *,
+    slo: list[dict[str, Any]],
+    observed_until: float,
+) -> dict[str, Any] | None:
+    """Time to recover after the revert, two ways: the scenario's SLO checks
+    (``slo``), and every alert that fired in the fault's own window resolving
+    (``alerts``; one per label set; ``resolved_after_s`` null: still firing when
+    the run stopped observing, ``observed_after_s`` after the revert)."""
     start, end = fault["injected_at"], fault["reverted_at"]
     if end is None:
         return None
-    fired = {e.name for e in timeline.events("alert.firing") if start <= e.t <= end}
-    recovered_at: list[float] = []
-    unresolved = []
-    for alert in sorted(fired):
-        resolved = [e.t for e in timeline.events("alert.resolved", alert) if e.t >= end]
-        if resolved:
-            recovered_at.append(resolved[0])
+    events = timeline.events()
+    firing: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for e in events:
+        if e.kind == "alert.firing" and start <= e.t < window_end:
+            firing[_label_key(e)] = e.t  # the last episode in the window
+    alerts: list[dict[str, Any]] = []
+    done: list[float] = []
+    unresolved: set[str] = set()
+    for key, fired_at in firing.items():
+        resolved = [
+            e.t
+            for e in events
+            if e.kind == "alert.resolved" and e.t >= fired_at and _label_key(e) == key
+        ]
+        after = None if not resolved else round(max(resolved[0] - end, 0.0), 3)
+        if after is None:
+            unresolved.add(key[0])
         else:
-            unresolved.append(alert)
-    seconds = None
-    if fired and not unresolved:
-        seconds = round(max(max(recovered_at) - end, 0.0), 3)
-    return {"fault": fault["name"], "seconds": seconds, "unresolved": unresolved}
+            done.append(after)
+        labels = {k: v for k, v in key[1] if k != "alertname"}
+        alerts.append({"alert": key[0], "labels": labels, "resolved_after_s": after})
+    seconds = max(done) if alerts and not unresolved else None
+    return {
+        "fault": fault["name"],
+        "seconds": seconds,
+        "unresolved": sorted(unresolved),
+        "alerts": alerts,
+        "observed_after_s": round(max(observed_until - end, 0.0), 3),
+        "slo": slo,
+    }
+
+
+def _last_time(timeline: Timeline) -> float:
+    """The last moment the run observed anything (an event or a sample)."""
+    times = [e.t for e in timeline.events()]
+    times += [ss[-1].t for n in timeline.series_names() if (ss := timeline.series(n))]
+    return max(times, default=0.0)
 
 
 def _jsonable(value: Any) -> Any:
@@ -117,7 +207,7 @@ def build_report(
     budget: Budget | None = None,
     run_id: str | None = None,
 ) -> Report:
-    """Everything the report says, as a schema_version 1 dictionary."""
+    """Everything the report says, as a schema_version 2 dictionary."""
     faults = _faults(timeline)
     alerts = []
     detections = []
@@ -142,7 +232,22 @@ def build_report(
         f["injected_at"] = round(f["injected_at"], 3)
         if f["reverted_at"] is not None:
             f["reverted_at"] = round(f["reverted_at"], 3)
-    ttr = [r for r in (_ttr(timeline, f) for f in faults) if r is not None]
+    ends = _own_windows(faults)
+    observed_until = _last_time(timeline)
+    ttr = [
+        r
+        for f, end in zip(faults, ends, strict=True)
+        if (
+            r := _ttr(
+                timeline,
+                f,
+                end,
+                slo=[] if f["reverted_at"] is None else _slo_rows(checks, faults, f),
+                observed_until=observed_until,
+            )
+        )
+        is not None
+    ]
     report: Report = {
         "schema_version": SCHEMA_VERSION,
         "scenario": scenario,
@@ -153,7 +258,7 @@ def build_report(
         "faults": faults,
         "alerts": alerts,
         "detections": detections,
-        "ttd": [_ttd(timeline, f) for f in faults],
+        "ttd": [_ttd(timeline, f, end) for f, end in zip(faults, ends, strict=True)],
         "ttr": ttr,
         "budget": None if budget is None else budget.to_dict(),
         "checks": [c.to_dict() for c in checks],
@@ -162,6 +267,9 @@ def build_report(
             for name in timeline.series_names()
         },
     }
+    loaded = timeline.events(RULES_EVENT)
+    if loaded:
+        report["rules"] = sorted({str(r) for e in loaded for r in e.detail.get("rules", [])})
     return dict(_jsonable(report))
 
 
@@ -176,6 +284,38 @@ def validate_report(report: Report) -> None:
     import jsonschema  # imported here: only report writers and tests need it
 
     jsonschema.validate(report, _schema(), cls=jsonschema.Draft202012Validator)
+
+
+def load_report(path: Path) -> Report:
+    """A stored ``report.json`` (or its directory), checked against the schema.
+
+    Bad input is a :class:`ConfigError` naming the file and the field that fails
+    (``report.json: ttd/0/seconds: 'fast' is not of type 'number', 'null'``).
+    """
+    import jsonschema
+
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(path), f"cannot read a report: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "not a JSON object", expected="a faultline report.json")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path}: schema_version",
+            f"{version!r}",
+            expected=f"{SCHEMA_VERSION} (a report of an older faultline: run the scenario again)",
+        )
+    try:
+        validate_report(data)
+    except jsonschema.ValidationError as err:
+        field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        text = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+        raise ConfigError(f"{path}: {field}", text, expected="see " + SCHEMA_PATH.name) from None
+    return data
 
 
 def timeline_from_dict(data: Mapping[str, Any]) -> Timeline:
@@ -223,6 +363,9 @@ def report_from_incident(data: Mapping[str, Any]) -> Report:
     for key in ("title", "seed", "backend", "figures", "notes", "key_series"):
         if key in data:
             report[key] = _jsonable(data[key])
+    table = seed_comparison(report["scenario"], report.get("figures") or {})
+    if table is not None:
+        report["seed_comparison"] = _jsonable(table)
     return report
 
 
@@ -248,13 +391,18 @@ def write_reports(directory: Path, data: Mapping[str, Any]) -> tuple[Path, Path]
 
 def junit_properties(data: Mapping[str, Any]) -> list[tuple[str, str | float]]:
     """(name, value) pairs for pytest's ``record_property``: verdict, TTD/TTR per fault
-    (-1 when never), and each check's status. ``data`` as for :func:`write_reports`."""
+    (-1 when never; ``ttr_s`` alerts resolved, ``ttr_slo_s`` the slowest SLO-back
+    check), and each check's status. ``data`` as for :func:`write_reports`."""
     report = as_report(data)
     props: list[tuple[str, str | float]] = [("faultline.verdict", report["verdict"])]
     for row in report["ttd"]:
         props.append((f"faultline.ttd_s.{row['fault']}", _or_minus_one(row["seconds"])))
     for row in report["ttr"]:
         props.append((f"faultline.ttr_s.{row['fault']}", _or_minus_one(row["seconds"])))
+        slo = [r["seconds"] for r in row["slo"]]
+        if slo:
+            back = None if None in slo else max(slo)
+            props.append((f"faultline.ttr_slo_s.{row['fault']}", _or_minus_one(back)))
     for check in report["checks"]:
         props.append((f"faultline.check.{check['name']}", check["status"]))
     return props

@@ -20,6 +20,8 @@ matplotlib.use("Agg")  # no display: CI machines and SSH sessions
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
+from harness.report.terminal import SEED_COLUMNS, alerts_text, fault_rows, seed_cells, slo_text
+
 __all__ = ["MAX_SERIES_PANELS", "render_html", "timeline_png"]
 
 MAX_SERIES_PANELS = 6
@@ -182,21 +184,23 @@ def render_html(report: dict[str, Any]) -> str:
             for c in report["checks"]
         ],
     )
-    ttr = {r["fault"]: r for r in report["ttr"]}
     faults = _table(
-        ["fault", "injected", "reverted", "TTD", "detected by", "TTR"],
+        ["fault", "injected", "reverted", "TTD (own window)", "detected by", "TTR: SLO back",
+         "TTR: alerts resolved"],
         [
             [
                 e(f["name"]),
                 f"{f['injected_at']:.2f}s",
                 "-" if f["reverted_at"] is None else f"{f['reverted_at']:.2f}s",
-                _secs(d["seconds"]),
+                _secs(d["seconds"])
+                + ("" if d["window_end"] is None else f" (to t={d['window_end']:.2f}s)"),
                 e(d["by"] or "-"),
-                _secs(ttr[f["name"]]["seconds"]) if f["name"] in ttr else "-",
+                "-" if rec is None else e(slo_text(rec)),
+                "not reverted" if rec is None else e(alerts_text(rec)),
             ]
-            for f, d in zip(report["faults"], report["ttd"], strict=True)
+            for f, d, rec in fault_rows(report)
         ],
-    )
+    )  # fmt: skip
     alerts = _table(
         ["t", "alert", "state"],
         [[f"{a['t']:.2f}s", e(a["alert"]), e(a["state"])] for a in report["alerts"]],
@@ -224,6 +228,27 @@ def render_html(report: dict[str, Any]) -> str:
         if figures
         else "<p>none</p>"
     )
+    seed = report.get("seed_comparison")
+    seed_html = "<p>no seed figures for this scenario (fixtures/seed_figures.json)</p>"
+    if seed:
+        seed_html = f"<p>{e(seed['source'])}</p>" + _table(
+            ["metric", "seed metric", *SEED_COLUMNS],
+            [
+                [e(r["metric"]), e(r["seed_metric"])]
+                + ["-" if v is None else f"{v:.4g}" for v in seed_cells(r)]
+                for r in seed["rows"]
+            ],
+        )
+        if seed.get("note"):
+            seed_html += f"<p><i>{e(seed['note'])}</i></p>"
+    rules = report.get("rules")
+    rules_html = "<p>no alert watcher in this run</p>"
+    if rules is not None:
+        fired = {a["alert"] for a in report["alerts"] if a["state"] == "firing"}
+        rules_html = _table(
+            ["rule", "this run"],
+            [[e(r), "fired" if r in fired else "quiet"] for r in rules],
+        )
     notes = "".join(f"<li>{e(n)}</li>" for n in report.get("notes") or [])
     title = report.get("title")
     story = "" if not title else f"<p><b>{e(title)}</b> ({e(str(report.get('seed', '')))})</p>"
@@ -241,9 +266,11 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; }}
 schema_version {report["schema_version"]}</p>
 <img alt="incident timeline" src="data:image/png;base64,{png}">
 <h2>Figures</h2>{figures_html}
+<h2>Seed vs reproduction</h2>{seed_html}
 <h2>Faults</h2>{faults}{budget_html}
 <h2>Checks</h2>{checks}
 <h2>Alert transitions</h2>{alerts}
+<h2>Alerting rules loaded</h2>{rules_html}
 <h2>Detector hits</h2>{stacks or "<p>none</p>"}
 <h2>Notes</h2>{f"<ul>{notes}</ul>" if notes else "<p>none</p>"}
 </body></html>

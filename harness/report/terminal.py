@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["render_terminal"]
+__all__ = ["SEED_COLUMNS", "alerts_text", "fault_rows", "render_terminal", "seed_cells", "slo_text"]
 
 _STYLE = {"passed": "green", "failed": "bold red", "unknown": "yellow"}
 
@@ -16,8 +16,53 @@ def _secs(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f}s"
 
 
+def fault_rows(
+    report: dict[str, Any],
+) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]]:
+    """(fault, its TTD row, its TTR row or None when never reverted), in injection order."""
+    ttr = iter(report["ttr"])  # one row per reverted injection, in the same order
+    return [
+        (f, d, None if f["reverted_at"] is None else next(ttr, None))
+        for f, d in zip(report["faults"], report["ttd"], strict=True)
+    ]
+
+
+def slo_text(rec: dict[str, Any]) -> str:
+    """The scenario's recovery checks counted from this revert, or why there are none."""
+    if not rec["slo"]:
+        return "no recovery check counts from this revert"
+    return "; ".join(
+        f"{_secs(r['seconds']) if r['seconds'] is not None else 'not back'} {r['check']} "
+        f"({r['status']})"
+        for r in rec["slo"]
+    )
+
+
+def alerts_text(rec: dict[str, Any]) -> str:
+    """When the alerts of the fault's window resolved; those still firing when the run
+    stopped observing are said to resolve beyond the run, if ever."""
+    alerts = rec["alerts"]
+    if not alerts:
+        return "n/a (no alert fired in the fault's window)"
+    done = [a for a in alerts if a["resolved_after_s"] is not None]
+    parts = []
+    if rec["seconds"] is not None:
+        parts.append(f"all {len(alerts)} after {rec['seconds']:.2f}s")
+    elif done:
+        parts.append(
+            ", ".join(f"{a['alert']} {a['resolved_after_s']:.2f}s" for a in done) + " after revert"
+        )
+    if rec["unresolved"]:
+        parts.append(
+            f"still firing {rec['observed_after_s']:.1f}s after the revert when the run ended "
+            f"(resolution beyond the run): {', '.join(rec['unresolved'])}"
+        )
+    return "; ".join(parts)
+
+
 def render_terminal(report: dict[str, Any], console: Console | None = None) -> None:
-    """Print the verdict, TTD/TTR per fault and one row per check."""
+    """Print the verdict, TTD and both TTRs per fault, one row per check, the figures
+    and the seed-vs-reproduction table."""
     # Piped output (CI logs, `faultline run`'s pytest) would otherwise wrap at 80 columns.
     console = console or Console(width=None if Console().is_terminal else 120)
     verdict = report["verdict"]
@@ -25,31 +70,15 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
         f"[bold]{report['scenario']}[/bold]: [{_STYLE[verdict]}]{verdict.upper()}[/]"
         + (f"  (run {report['run_id']})" if report.get("run_id") else "")
     )
-    ttr = {r["fault"]: r for r in report["ttr"]}
-    # The scenario's own recovery measurements (SLO back, writes back...): alerts
-    # such as "restarted in the last minute" stay firing by design, so the
-    # alert-based TTR alone can read "never" after a full recovery.
-    recovered = [
-        f"{c['name'].removeprefix('recovered_within:')} {_secs(c['figures'].get('ttr_s'))}"
-        for c in report["checks"]
-        if c["name"].startswith("recovered_within:")
-    ]
-    for row in report["ttd"]:
-        rec = ttr.get(row["fault"])
+    for _fault, row, rec in fault_rows(report):
         by = f" by {row['by']}" if row["by"] else ""
+        own = "" if row["window_end"] is None else f" (own window to t={row['window_end']:.2f}s)"
+        console.print(f"  {row['fault']}: TTD {_secs(row['seconds'])}{by}{own}", highlight=False)
         if rec is None:
-            rec_text = "not reverted"
-        elif rec["seconds"] is not None:
-            rec_text = f"{rec['seconds']:.2f}s (alerts resolved)"
-        elif rec["unresolved"]:
-            rec_text = "never (unresolved: " + ", ".join(rec["unresolved"]) + ")"
-        else:
-            rec_text = "n/a (no alert fired; see the checks)"
-        console.print(
-            f"  {row['fault']}: TTD {_secs(row['seconds'])}{by}, TTR {rec_text}", highlight=False
-        )
-    if recovered:
-        console.print("  recovered: " + "; ".join(recovered), highlight=False)
+            console.print("    TTR: not reverted", highlight=False)
+            continue
+        console.print(f"    TTR, SLO back: {slo_text(rec)}", highlight=False)
+        console.print(f"    TTR, alerts resolved: {alerts_text(rec)}", highlight=False)
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("status")
@@ -69,6 +98,49 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
         for metric, row in figures.items():
             fig_table.add_row(metric, *(_num(row.get(c)) for c in cols))
         console.print(fig_table)
+    seed = report.get("seed_comparison")
+    if seed:
+        console.print(seed_table(seed))
+
+
+def seed_table(seed: dict[str, Any]) -> Table:
+    """Seed vs reproduction: before / worst / after of each, and worst and after as
+    ratios to before (the comparable part)."""
+    table = Table(
+        title=f"seed vs reproduction ({seed['source']})",
+        caption=seed.get("note"),
+        show_header=True,
+        header_style="bold",
+    )
+    table.add_column("metric")
+    for head in SEED_COLUMNS:
+        table.add_column(head, justify="right")
+    for row in seed["rows"]:
+        table.add_row(row["metric"], *(_num(v) for v in seed_cells(row)))
+    return table
+
+
+SEED_COLUMNS = (
+    "seed before",
+    "seed worst",
+    "seed after",
+    "run before",
+    "run worst",
+    "run after",
+    "seed worst/before",
+    "run worst/before",
+    "seed after/before",
+    "run after/before",
+)
+
+
+def seed_cells(row: dict[str, Any]) -> list[float | None]:
+    """The numbers of one seed-table row, in :data:`SEED_COLUMNS` order."""
+    s, m, sr, mr = row["seed"], row["measured"], row["seed_ratio"], row["measured_ratio"]
+    return [
+        s["before"], s["worst"], s["after"], m["before"], m["worst"], m["after"],
+        sr["worst"], mr["worst"], sr["after"], mr["after"],
+    ]  # fmt: skip
 
 
 def _num(value: float | None) -> str:

@@ -19,6 +19,7 @@ from harness.report import (
     as_report,
     build_report,
     junit_properties,
+    render_html,
     render_terminal,
     timeline_from_dict,
     validate_report,
@@ -82,7 +83,7 @@ def test_report_content_and_schema() -> None:
         tl, scenario="etcd-leader-loss", checks=_checks(tl, budget), budget=budget
     )
     validate_report(report)
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["verdict"] == "passed"
     assert report["faults"] == [
         {
@@ -93,10 +94,31 @@ def test_report_content_and_schema() -> None:
         }
     ]
     assert report["ttd"] == [
-        {"fault": "kill-leader", "seconds": 3.4, "by": "alert.firing:EtcdNoLeader"}
+        {
+            "fault": "kill-leader",
+            "seconds": 3.4,
+            "by": "alert.firing:EtcdNoLeader",
+            "window_end": None,
+        }
     ]
-    # TTR waits for the last alert that fired during the fault
-    assert report["ttr"] == [{"fault": "kill-leader", "seconds": 5.5, "unresolved": []}]
+    # TTR waits for the last alert that fired during the fault; the SLO check counts too
+    assert report["ttr"] == [
+        {
+            "fault": "kill-leader",
+            "seconds": 5.5,
+            "unresolved": [],
+            "alerts": [
+                {
+                    "alert": "EtcdNoLeader",
+                    "labels": {"severity": "critical", "job": "etcd"},
+                    "resolved_after_s": 2.2,
+                },
+                {"alert": "OrderdLatencyP99High", "labels": {}, "resolved_after_s": 5.5},
+            ],
+            "observed_after_s": 19.0,
+            "slo": [{"check": "error_ratio", "status": "passed", "seconds": 3.0}],
+        }
+    ]
     states = [(a["alert"], a["state"]) for a in report["alerts"]]
     assert states[:2] == [("EtcdNoLeader", "pending"), ("OrderdLatencyP99High", "pending")]
     kinds = {d["kind"] for d in report["detections"]}
@@ -111,10 +133,12 @@ def test_unresolved_alert_leaves_ttr_unknown_and_verdict_merges() -> None:
     tl.event("alert.firing", "EtcdInsufficientMembers", at=27.0, labels={})
     budget = Budget(max_ttd=2, max_ttr=10)
     report = build_report(tl, scenario="s", checks=_checks(tl, budget), budget=budget)
-    assert report["ttr"][0] == {
-        "fault": "kill-leader",
-        "seconds": None,
-        "unresolved": ["EtcdInsufficientMembers"],
+    row = report["ttr"][0]
+    assert (row["seconds"], row["unresolved"]) == (None, ["EtcdInsufficientMembers"])
+    assert row["alerts"][-1] == {
+        "alert": "EtcdInsufficientMembers",
+        "labels": {},
+        "resolved_after_s": None,
     }
     assert report["verdict"] == "failed"  # TTD 3.4 s over the 2 s budget
     validate_report(report)
@@ -123,7 +147,7 @@ def test_unresolved_alert_leaves_ttr_unknown_and_verdict_merges() -> None:
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        ("schema_version", 2),
+        ("schema_version", 1),
         ("verdict", "ok"),
         ("alerts", [{"t": 1.0, "alert": "A", "state": "inactive", "labels": {}}]),
         ("checks", [{"name": "c", "status": "passed", "message": "m", "figures": {"x": [1]}}]),
@@ -214,3 +238,150 @@ def test_junit_never_is_minus_one_and_terminal_table() -> None:
     render_terminal(report, Console(file=buf, width=100))
     text = buf.getvalue()
     assert "quiet: UNKNOWN" in text and "TTD never" in text and "p99_s" in text
+
+
+def _storm_timeline() -> Timeline:
+    """The flagship's shape: a control fault (CPU pressure) held while the real one
+    (the storm) joins it; both reverted together; one alert stays firing by design."""
+    tl = Timeline(origin=0.0, wall_origin=0.0)
+    for t in range(50):
+        tl.sample("ok", 0.5 if 22 <= t < 31 else 1.0, at=float(t))
+    tl.event("fault.injected", "cpu-squeeze", at=10.0)
+    tl.event("fault.injected", "tls-storm", at=20.0)
+    tl.event("alert.pending", "EtcdLeaderChanged", at=21.0, labels={"instance": "a"})
+    tl.event("alert.firing", "EtcdLeaderChanged", at=21.5, labels={"instance": "a"})
+    tl.event("alert.firing", "P99High", at=24.0, labels={})
+    tl.event("fault.reverted", "tls-storm", at=30.0)
+    tl.event("fault.reverted", "cpu-squeeze", at=30.05)
+    tl.event("alert.resolved", "P99High", at=36.0, labels={})
+    return tl
+
+
+def test_a_control_fault_is_not_credited_with_the_later_faults_alert() -> None:
+    tl = _storm_timeline()
+    rec = recovered_within(tl.series("ok"), 30.1, lambda v: v >= 0.99, 3.0, 30.0, name="ok")
+    report = build_report(tl, scenario="storm", checks=[rec])
+    validate_report(report)
+    squeeze, storm = report["ttd"]
+    assert squeeze == {"fault": "cpu-squeeze", "seconds": None, "by": None, "window_end": 20.0}
+    assert (storm["seconds"], storm["by"]) == (1.5, "alert.firing:EtcdLeaderChanged")
+    ttr_squeeze, ttr_storm = report["ttr"]
+    assert ttr_squeeze["alerts"] == [] and ttr_squeeze["seconds"] is None
+    # The SLO came back 0.9 s after both reverts: both faults show it.
+    assert (
+        ttr_squeeze["slo"]
+        == ttr_storm["slo"]
+        == [{"check": "ok", "status": "passed", "seconds": 0.9}]
+    )
+    assert ttr_storm["unresolved"] == ["EtcdLeaderChanged"]
+    assert ttr_storm["observed_after_s"] == 19.0
+    buf = io.StringIO()
+    render_terminal(report, Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "never (unresolved" not in text
+    assert "TTR, SLO back: 0.90s ok (passed)" in text
+    assert "P99High 6.00s after revert" in text
+    assert "still firing 19.0s after the revert when the run ended" in text
+    assert "cpu-squeeze: TTD never (own window to t=20.00s)" in text
+    page = render_html(report)
+    assert "0.90s ok (passed)" in page and "resolution beyond the run" in page
+
+
+def test_a_recovery_check_before_a_later_injection_belongs_to_the_earlier_fault() -> None:
+    tl = Timeline(origin=0.0, wall_origin=0.0)
+    for t in range(40):
+        tl.sample("ok", 1.0, at=float(t))
+    tl.event("fault.injected", "first", at=5.0)
+    tl.event("fault.reverted", "first", at=10.0)
+    tl.event("fault.injected", "second", at=20.0)
+    tl.event("fault.reverted", "second", at=25.0)
+    checks = [
+        recovered_within(tl.series("ok"), 10.0, bool, 1.0, 5.0, name="after first"),
+        recovered_within(tl.series("ok"), 25.0, bool, 1.0, 5.0, name="after second"),
+    ]
+    report = build_report(tl, scenario="two", checks=checks)
+    assert [[s["check"] for s in r["slo"]] for r in report["ttr"]] == [
+        ["after first"],
+        ["after second"],
+    ]
+
+
+def test_seed_comparison_puts_seed_and_measured_side_by_side_as_ratios() -> None:
+    from harness.report.seeds import seed_comparison, seed_figures
+
+    seed = seed_figures()["etcd-tls-storm"]
+    assert seed["rows"]["P95 latency (ms)"]["worst"] == 4200.0
+    table = seed_comparison(
+        "etcd-tls-storm",
+        {"P95 latency (ms)": {"normal": 20.0, "worst": 1000.0, "recovered": 25.0}},
+    )
+    assert table is not None
+    rows = {r["metric"]: r for r in table["rows"]}
+    p95 = rows["P95 latency (ms)"]
+    assert p95["seed_ratio"] == {"worst": 48.84, "after": None}  # 4200 / 86; no after figure
+    assert p95["measured_ratio"] == {"worst": 50.0, "after": 1.25}
+    assert rows["throughput (req/s)"]["measured"] == {"before": None, "worst": None, "after": None}
+    assert seed_comparison("no-such-scenario", {}) is None
+
+
+def test_bad_seed_figures_file_names_the_field(tmp_path: Path) -> None:
+    from harness.errors import ConfigError
+    from harness.report.seeds import seed_figures
+
+    bad = tmp_path / "seed_figures.json"
+    bad.write_text(
+        json.dumps({"s": {"source": "x", "rows": {"m": {"seed_metric": "y", "worst": "a"}}}})
+    )
+    with pytest.raises(ConfigError, match=r"s\.rows\.m\.worst: 'a'"):
+        seed_figures(bad)
+
+
+def test_incident_report_carries_the_seed_table_and_the_loaded_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAULTLINE_STATE_DIR", str(tmp_path / "state"))
+    run = Run.open(watchdog=False)
+    try:
+        incident = Incident(
+            name="etcd-tls-storm",
+            title="storm",
+            seed="seed 000",
+            run=run,
+            budget=Budget(max_ttd=5),
+            report_dir=tmp_path / "reports",
+        )
+        run.timeline.event("alert.rules_loaded", "prometheus", rules=["B", "A"])
+        run.timeline.event("alert.firing", "A", labels={})
+        incident.figure("order success ratio", normal=1.0, worst=0.5, recovered=1.0)
+        report = json.loads((incident.finish() / "report.json").read_text())
+        validate_report(report)
+        assert report["rules"] == ["A", "B"]
+        rows = {r["metric"]: r for r in report["seed_comparison"]["rows"]}
+        assert rows["order success ratio"]["measured_ratio"] == {"worst": 0.5, "after": 1.0}
+        assert rows["order success ratio"]["seed_ratio"]["worst"] == 0.413
+        buf = io.StringIO()
+        render_terminal(report, Console(file=buf, width=250))
+        assert "seed vs reproduction" in buf.getvalue()
+    finally:
+        assert run.close() == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.update(schema_version=1), "schema_version: 1"),
+        (lambda r: r["ttd"][0].update(seconds="fast"), "ttd/0/seconds: 'fast'"),
+        (lambda r: r.pop("checks"), "(top level): 'checks' is a required property"),
+    ],
+)
+def test_load_report_names_the_failing_field(tmp_path: Path, mutate: object, field: str) -> None:
+    from harness.errors import ConfigError
+    from harness.report import load_report
+
+    report = build_report(_incident_timeline(), scenario="s", checks=[])
+    assert callable(mutate)
+    mutate(report)
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ConfigError) as err:
+        load_report(tmp_path)
+    assert field in str(err.value) and str(tmp_path / "report.json") in str(err.value)
