@@ -10,7 +10,6 @@ import argparse
 import ast
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,15 @@ import time
 from pathlib import Path
 
 from harness import doctor
-from harness.config import BACKENDS, IMPLEMENTED_BACKENDS, parse_budget_scale
+from harness.config import (
+    BACKENDS,
+    IMPLEMENTED_BACKENDS,
+    env_setting,
+    parse_backend,
+    parse_bool,
+    parse_budget_scale,
+    parse_dir,
+)
 from harness.errors import ConfigError, HarnessError
 from harness.run import clean_runs, state_root
 
@@ -27,8 +34,8 @@ __all__ = ["main", "scenario_files", "scenarios_dir"]
 
 def scenarios_dir() -> Path:
     """``$FAULTLINE_SCENARIOS``, else ``scenarios/`` beside the harness package."""
-    env = os.environ.get("FAULTLINE_SCENARIOS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "scenarios"
+    default = Path(__file__).resolve().parent.parent / "scenarios"
+    return env_setting("FAULTLINE_SCENARIOS", parse_dir, default)
 
 
 def scenario_files() -> dict[str, Path]:
@@ -71,14 +78,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scenario not in files:
         known = ", ".join(files) or "(none)"
         raise ConfigError("SCENARIO", f"unknown scenario {args.scenario!r}", expected=known)
-    parse_budget_scale(args.budget_scale, "--budget-scale")
-    if args.backend not in IMPLEMENTED_BACKENDS:
+    # An option beats its environment variable; either is checked before pytest starts.
+    if args.budget_scale is not None:
+        scale = parse_budget_scale(args.budget_scale, "--budget-scale")
+    else:
+        scale = env_setting("FAULTLINE_BUDGET_SCALE", parse_budget_scale, 1.0)
+    backend, where = args.backend, "--backend"
+    if backend is None:
+        backend, where = (
+            env_setting("FAULTLINE_BACKEND", parse_backend, "local"),
+            "FAULTLINE_BACKEND",
+        )
+    if backend not in IMPLEMENTED_BACKENDS:
         raise ConfigError(
-            "--backend",
-            f"the {args.backend} backend is not implemented yet",
+            where,
+            f"the {backend} backend is not implemented yet",
             expected=" | ".join(IMPLEMENTED_BACKENDS),
         )
-    report_dir = Path(args.report_dir).resolve()
+    keep = args.keep_artifacts or env_setting("FAULTLINE_KEEP_ARTIFACTS", parse_bool, False)
+    report_dir = Path(
+        args.report_dir or env_setting("FAULTLINE_REPORT_DIR", lambda v, _: v, "faultline-reports")
+    ).resolve()
     cmd = [
         sys.executable,
         "-m",
@@ -86,9 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         str(files[args.scenario]),
         "-p",
         "no:cacheprovider",
-        f"--backend={args.backend}",
+        f"--backend={backend}",
         f"--report-dir={report_dir}",
-        f"--budget-scale={args.budget_scale}",
+        f"--budget-scale={scale}",
         "-v",
         "-s" if args.verbose else "-q",
         # Live progress: components ready, phases, faults injected and reverted, checks.
@@ -100,9 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "--rootdir",
         str(scenarios_dir().parent),
     ]
-    if args.keep_artifacts:
+    if keep:
         cmd.append("--keep-artifacts")
-    print(f"faultline: running {args.scenario} on the {args.backend} backend", flush=True)
+    print(f"faultline: running {args.scenario} on the {backend} backend", flush=True)
     # pytest gets the signals too (same process group) and reverts every fault;
     # we only wait for it and pass its exit status on.
     started = time.time()
@@ -133,16 +153,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import render_terminal
+    from harness.report import load_report, render_terminal
 
-    path = Path(args.path)
-    if path.is_dir():
-        path = path / "report.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError("PATH", f"cannot read a report from {path}: {err}") from None
-    render_terminal(data)
+    render_terminal(load_report(Path(args.path)))  # a report that fails the schema: exit 2
     return 0
 
 
@@ -169,10 +182,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the scenarios").set_defaults(fn=cmd_list)
     r = sub.add_parser("run", help="run one scenario and print its report")
     r.add_argument("scenario", metavar="SCENARIO", help="a name from `faultline list`")
-    r.add_argument("--backend", choices=BACKENDS, default="local")
-    r.add_argument("--report-dir", default="faultline-reports")
-    r.add_argument("--budget-scale", default="1")
-    r.add_argument("--keep-artifacts", action="store_true")
+    r.add_argument("--backend", choices=BACKENDS, help="default: $FAULTLINE_BACKEND, else local")
+    r.add_argument("--report-dir", help="default: $FAULTLINE_REPORT_DIR, else faultline-reports")
+    r.add_argument("--budget-scale", help="1 to 100; default: $FAULTLINE_BUDGET_SCALE, else 1")
+    r.add_argument("--keep-artifacts", action="store_true", help="also: FAULTLINE_KEEP_ARTIFACTS=1")
     r.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="print a report.json as a table")
     rep.add_argument("path", metavar="PATH", help="report.json or its directory")

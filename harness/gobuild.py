@@ -35,6 +35,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from harness.config import env_setting, parse_abs_path
 from harness.errors import ComponentStartError, ConfigError, MissingDependency
 
 __all__ = [
@@ -68,13 +69,19 @@ _KEY_NAMES = ("go.mod", "go.sum")
 _TARGET_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
+def _parse_executable(value: str, source: str) -> Path:
+    if not (Path(value).is_file() and os.access(value, os.X_OK)):
+        raise ConfigError(
+            source, f"{value!r} is not an executable file", expected="the path of a go binary"
+        )
+    return Path(value)
+
+
 def find_go() -> Path:
     """Return the ``go`` binary: ``$FAULTLINE_GO``, then PATH, then the usual install dirs."""
-    override = os.environ.get("FAULTLINE_GO")
-    if override:
-        if Path(override).is_file() and os.access(override, os.X_OK):
-            return Path(override)
-        raise MissingDependency(f"Go toolchain (FAULTLINE_GO={override} is not executable)", GO_FIX)
+    override = env_setting("FAULTLINE_GO", _parse_executable, None)
+    if override is not None:
+        return override
     found = shutil.which("go")
     if found:
         return Path(found)
@@ -100,8 +107,9 @@ def go_version(go: Path) -> str:
 
 def cache_dir() -> Path:
     """``$FAULTLINE_CACHE_DIR`` or ``~/.cache/faultline/bin``."""
-    env = os.environ.get("FAULTLINE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "faultline" / "bin"
+    return env_setting(
+        "FAULTLINE_CACHE_DIR", parse_abs_path, Path.home() / ".cache" / "faultline" / "bin"
+    )
 
 
 def _key_files(src: Path) -> list[Path]:

@@ -43,6 +43,7 @@ from harness.config import (
     env,
     first_set,
     parse_backend,
+    parse_bool,
     parse_budget_scale,
 )
 from harness.errors import BackendUnavailable, ConfigError
@@ -93,8 +94,9 @@ def _resolve(config: pytest.Config) -> Settings:
     report_dir, _ = pick("faultline_report_dir", "FAULTLINE_REPORT_DIR", "faultline-reports")
     scale = parse_budget_scale(*pick("faultline_budget_scale", "FAULTLINE_BUDGET_SCALE", "1"))
     keep_opt = config.getoption("faultline_keep_artifacts")
-    keep_val, _ = pick("faultline_keep_artifacts", "FAULTLINE_KEEP_ARTIFACTS", "false")
-    keep = bool(keep_opt) or keep_val.lower() in ("1", "true", "yes", "on")
+    keep = bool(keep_opt) or parse_bool(
+        *pick("faultline_keep_artifacts", "FAULTLINE_KEEP_ARTIFACTS", "false")
+    )
     return Settings(backend, Path(report_dir), scale, keep)
 
 

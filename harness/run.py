@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness import cleanup
+from harness.config import env_setting, parse_abs_path
 from harness.ledger import Ledger
 from harness.timeline import Timeline
 
@@ -43,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 def state_root() -> Path:
-    return Path(os.environ.get("FAULTLINE_STATE_DIR", "/tmp/faultline"))
+    """``$FAULTLINE_STATE_DIR`` (absolute), default ``/tmp/faultline``."""
+    return env_setting("FAULTLINE_STATE_DIR", parse_abs_path, Path("/tmp/faultline"))
 
 
 def _proc_starttime(pid: int) -> int | None:

@@ -60,6 +60,11 @@ def test_cli_beats_environment_beats_ini(
         (["--budget-scale=fast"], {}, "--budget-scale: 'fast' is not a number"),
         ([], {"FAULTLINE_BUDGET_SCALE": "0.5"}, "environment FAULTLINE_BUDGET_SCALE: 0.5"),
         ([], {"FAULTLINE_BACKEND": "k8s"}, "environment FAULTLINE_BACKEND: unknown backend"),
+        (
+            [],
+            {"FAULTLINE_KEEP_ARTIFACTS": "maybe"},
+            "environment FAULTLINE_KEEP_ARTIFACTS: 'maybe'",
+        ),
     ],
 )
 def test_bad_values_are_usage_errors_naming_their_source(

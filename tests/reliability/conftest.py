@@ -28,6 +28,7 @@ import pytest
 from harness import cleanup
 from harness.backends.cgroups import detect_layout
 from harness.backends.local import chain_prefix
+from harness.config import env_setting, parse_count
 from harness.wait import wait_until
 
 __all__ = [
@@ -59,8 +60,7 @@ def require_local() -> None:
 
 def env_int(name: str, default: int) -> int:
     """A campaign size from the environment (e.g. FAULTLINE_R1_ITERATIONS)."""
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
+    return env_setting(name, parse_count, default)
 
 
 # -- what a run can leave behind --------------------------------------------------------

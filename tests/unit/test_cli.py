@@ -12,12 +12,14 @@ import pytest
 from harness.cli import main, scenario_files
 
 
-def _faultline(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
+def _faultline(
+    *args: str, state: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
         capture_output=True,
         text=True,
-        env={"FAULTLINE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
+        env={"FAULTLINE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin", **(env or {})},
         timeout=60,
         check=False,
     )
@@ -39,7 +41,7 @@ def test_list_names_every_scenario_file_with_its_summary(
     [
         (["run", "no-such-scenario"], "SCENARIO: unknown scenario 'no-such-scenario'"),
         (["run", "etcd-tls-storm", "--budget-scale", "0"], "--budget-scale: 0.0 is out of range"),
-        (["report", "/nonexistent/report.json"], "PATH: cannot read a report"),
+        (["report", "/nonexistent/report.json"], "/nonexistent/report.json: cannot read a report"),
         (
             ["run", "etcd-tls-storm", "--backend", "kubernetes"],
             "--backend: the kubernetes backend is not implemented yet",
@@ -54,6 +56,54 @@ def test_bad_input_exits_2_naming_the_field_with_no_run_made(
     assert message in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"FAULTLINE_BUDGET_SCALE": "fast"},
+            "environment FAULTLINE_BUDGET_SCALE: 'fast' is not a number (expected a number >= 1)",
+        ),
+        ({"FAULTLINE_BUDGET_SCALE": "0.5"}, "FAULTLINE_BUDGET_SCALE: 0.5 is out of range"),
+        ({"FAULTLINE_BACKEND": "nomad"}, "environment FAULTLINE_BACKEND: unknown backend 'nomad'"),
+        (
+            {"FAULTLINE_BACKEND": "kubernetes"},
+            "FAULTLINE_BACKEND: the kubernetes backend is not implemented yet",
+        ),
+        ({"FAULTLINE_KEEP_ARTIFACTS": "maybe"}, "environment FAULTLINE_KEEP_ARTIFACTS: 'maybe'"),
+        ({"FAULTLINE_SCENARIOS": "/nonexistent"}, "FAULTLINE_SCENARIOS: '/nonexistent' is not a"),
+    ],
+)
+def test_bad_environment_settings_exit_2_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    res = _faultline("run", "etcd-tls-storm", state=tmp_path, env=env)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_relative_state_dir_exits_2(tmp_path: Path) -> None:
+    res = _faultline("clean", state=tmp_path, env={"FAULTLINE_STATE_DIR": "rel/state"})
+    assert res.returncode == 2
+    assert "environment FAULTLINE_STATE_DIR: 'rel/state' is a relative path" in res.stderr
+
+
+def test_a_report_that_fails_the_schema_exits_2_naming_the_field(tmp_path: Path) -> None:
+    from harness.report import build_report
+    from harness.timeline import Timeline
+
+    tl = Timeline()
+    tl.event("fault.injected", "kill-leader", at=1.0)
+    report = build_report(tl, scenario="demo", checks=[])
+    report["ttd"][0]["seconds"] = "soon"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    res = _faultline("report", str(tmp_path), state=tmp_path)
+    assert res.returncode == 2
+    assert f"{tmp_path / 'report.json'}: ttd/0/seconds: 'soon' is not of type" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_argparse_errors_exit_2_too(tmp_path: Path) -> None:
