@@ -19,6 +19,11 @@ saying how to get it), ``pki`` (the run's CA and certificates) and
 on every exit path, with TTD/TTR as JUnit properties). A
 ``BackendUnavailable`` raised anywhere in a test becomes a skip with its fix.
 
+At the end of a session that wrote reports, the alert coverage over them
+(:mod:`harness.coverage`: each loaded rule, the scenarios where it fired or
+stayed quiet, the rules that never fired) is printed as a terminal section
+and written to ``coverage.json`` and ``coverage.html`` in the report directory.
+
 SIGINT and SIGTERM stop the session and run every teardown (reverting every
 fault); further signals are ignored until that is done; the exit status is
 then 130 or 143.
@@ -46,7 +51,7 @@ from harness.config import (
     parse_bool,
     parse_budget_scale,
 )
-from harness.errors import BackendUnavailable, ConfigError
+from harness.errors import BackendUnavailable, ConfigError, HarnessError
 from harness.pki import Pki
 from harness.run import Run
 from harness.scenario import Incident, MakeIncident
@@ -57,6 +62,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 _SIGNAL_KEY = pytest.StashKey[list[int]]()
+_REPORTS_KEY = pytest.StashKey[list[Path]]()
+_COVERAGE_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,6 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as err:
         raise pytest.UsageError(f"faultline: {err}") from None
     config.stash[_SIGNAL_KEY] = []
+    config.stash[_REPORTS_KEY] = []
     _install_signal_handlers(config)
     # Every poll of Prometheus and etcd is an HTTP request: keep live logs for the story.
     for noisy in ("httpx", "httpcore"):
@@ -141,6 +149,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     received = session.config.stash.get(_SIGNAL_KEY, [])
     if received:
         session.exitstatus = 128 + received[0]
+    _write_coverage(session.config)
+
+
+def _write_coverage(config: pytest.Config) -> None:
+    """Alert coverage over the reports this session wrote: coverage.json and .html in
+    the report directory, and the lines of the terminal section."""
+    paths = config.stash.get(_REPORTS_KEY, [])
+    if not paths:
+        return
+    from harness.coverage import aggregate, render_text, write_coverage
+    from harness.report import load_report
+
+    try:
+        cov = aggregate(load_report(p) for p in paths)
+        json_path, _ = write_coverage(config.stash[SETTINGS_KEY].report_dir, cov)
+    except (HarnessError, OSError) as err:  # a report gone or unreadable: say so, not crash
+        config.stash[_COVERAGE_KEY] = [f"alert coverage not written: {err}"]
+        return
+    config.stash[_COVERAGE_KEY] = [*render_text(cov), f"coverage: {json_path} (and .html)"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = terminalreporter.config.stash.get(_COVERAGE_KEY, [])
+    if lines:
+        terminalreporter.section("faultline alert coverage")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -215,6 +250,7 @@ def make_incident(
     run: Run,
     faultline_settings: Settings,
     record_property: Callable[[str, object], None],
+    request: pytest.FixtureRequest,
 ) -> Iterator[MakeIncident]:
     """Make the test's :class:`Incident`; its report is written on every exit path."""
     from harness.report import junit_properties
@@ -237,6 +273,7 @@ def make_incident(
     yield make
     for incident in made:
         out = incident.finish()
+        request.config.stash[_REPORTS_KEY].append(out / "report.json")
         record_property("report", str(out / "report.json"))
         for key, value in junit_properties(incident.to_dict()):
             record_property(key, value)

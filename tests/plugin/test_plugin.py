@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -149,3 +150,50 @@ def test_a_signal_reverts_everything_and_exits_128_plus_signal(
     proc.send_signal(signum)  # a second signal must not cut the revert short
     assert proc.wait(timeout=30) == code
     assert not run_dir.exists()
+
+
+_COVERED = """
+from harness.checks import Budget, CheckResult, Status
+
+def _story(make_incident, run, name, fired):
+    incident = make_incident(name, title=name, seed="seed", budget=Budget(max_ttd=5))
+    run.timeline.event("alert.rules_loaded", "prometheus", rules=["A", "B", "C"])
+    for alert in fired:
+        run.timeline.event("alert.firing", alert, labels={})
+    incident.check(CheckResult("c", Status.PASSED, "ok"))
+
+def test_storm(make_incident, run):
+    _story(make_incident, run, "storm", ["A"])
+
+def test_oom(make_incident, run):
+    _story(make_incident, run, "oom", ["A", "B"])
+"""
+
+
+def test_the_session_ends_with_alert_coverage_over_its_reports(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FAULTLINE_STATE_DIR", str(tmp_path / "state"))
+    pytester.makepyfile(_COVERED)
+    reports = tmp_path / "reports"
+    result = pytester.runpytest(f"--report-dir={reports}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*faultline alert coverage*",
+            "alert coverage over 2 scenario(s): 3 rules, 2 fired somewhere, 1 never fired*",
+            "*A*oom, storm*-",
+            "*B*oom*storm",
+            "untested (never fired anywhere): C",
+        ]
+    )
+    data = json.loads((reports / "coverage.json").read_text())
+    assert data["untested"] == ["C"]
+    assert (reports / "coverage.html").exists()
+
+
+def test_no_reports_no_coverage_section(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "faultline alert coverage" not in result.stdout.str()
