@@ -20,7 +20,14 @@ matplotlib.use("Agg")  # no display: CI machines and SSH sessions
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
-from harness.report.terminal import SEED_COLUMNS, alerts_text, fault_rows, seed_cells, slo_text
+from harness.report.terminal import (
+    SEED_COLUMNS,
+    alerts_text,
+    fault_rows,
+    seed_cells,
+    seed_num,
+    slo_text,
+)
 
 __all__ = ["MAX_SERIES_PANELS", "render_html", "timeline_png"]
 
@@ -234,8 +241,7 @@ def render_html(report: dict[str, Any]) -> str:
         seed_html = f"<p>{e(seed['source'])}</p>" + _table(
             ["metric", "seed metric", *SEED_COLUMNS],
             [
-                [e(r["metric"]), e(r["seed_metric"])]
-                + ["-" if v is None else f"{v:.4g}" for v in seed_cells(r)]
+                [e(r["metric"]), e(r["seed_metric"])] + [seed_num(v) for v in seed_cells(r)]
                 for r in seed["rows"]
             ],
         )

@@ -7,7 +7,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["SEED_COLUMNS", "alerts_text", "fault_rows", "render_terminal", "seed_cells", "slo_text"]
+__all__ = [
+    "SEED_COLUMNS",
+    "alerts_text",
+    "fault_rows",
+    "render_terminal",
+    "seed_cells",
+    "seed_num",
+    "slo_text",
+]
 
 _STYLE = {"passed": "green", "failed": "bold red", "unknown": "yellow"}
 
@@ -104,20 +112,36 @@ def render_terminal(report: dict[str, Any], console: Console | None = None) -> N
 
 
 def seed_table(seed: dict[str, Any]) -> Table:
-    """Seed vs reproduction: before / worst / after of each, and worst and after as
-    ratios to before (the comparable part)."""
+    """Seed vs reproduction: before -> worst -> after of each, then worst and after as
+    ratios to before (the comparable part: a fleet against one machine)."""
     table = Table(
-        title=f"seed vs reproduction ({seed['source']})",
-        caption=seed.get("note"),
-        show_header=True,
-        header_style="bold",
+        title=f"seed vs reproduction: {seed['source']}", show_header=True, header_style="bold"
     )
     table.add_column("metric")
-    for head in SEED_COLUMNS:
-        table.add_column(head, justify="right")
+    table.add_column("seed before → worst → after", justify="right")
+    table.add_column("run before → worst → after", justify="right")
+    table.add_column("worst/before seed | run", justify="right")
+    table.add_column("after/before seed | run", justify="right")
     for row in seed["rows"]:
-        table.add_row(row["metric"], *(_num(v) for v in seed_cells(row)))
+        c = [seed_num(v) for v in seed_cells(row)]
+        table.add_row(
+            row["metric"],
+            " → ".join(c[0:3]),
+            " → ".join(c[3:6]),
+            f"{c[6]} | {c[7]}",
+            f"{c[8]} | {c[9]}",
+        )
+    if seed.get("note"):
+        table.caption = seed["note"]
+        table.caption_justify = "left"
     return table
+
+
+def seed_num(value: float | None) -> str:
+    """A seed-table number: five significant digits (99.992 %), thousands grouped."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.5g}"
 
 
 SEED_COLUMNS = (

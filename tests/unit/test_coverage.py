@@ -44,7 +44,7 @@ def _report(
 def test_fired_quiet_and_untested_per_rule() -> None:
     cov = aggregate(
         [
-            _report("storm", ["A", "B", "C", "D"], fired=["A"], pending=["C"]),
+            _report("storm", ["A", "B", "C", "D"], fired=["A"], pending=("C",)),
             _report("oom", ["A", "B", "C", "D"], fired=["B", "A"]),
             _report("race", None, fired=[]),
         ]
@@ -78,7 +78,7 @@ def test_latest_per_scenario_keeps_the_newest_run() -> None:
 
 
 def _store(root: Path, report: dict[str, Any]) -> Path:
-    d = root / report["scenario"] / str(report["run_id"])
+    d = root / str(report["scenario"]) / str(report["run_id"])
     d.mkdir(parents=True)
     (d / "report.json").write_text(json.dumps(report))
     return d / "report.json"
