@@ -60,7 +60,7 @@ from harness.faults.network import Latency
 from harness.faults.process import ProcessKill, Restart
 from harness.load import LoadGenerator
 from harness.observe.oom import OomWatcher
-from harness.observe.prom import AlertWatcher, SeriesSampler
+from harness.observe.prom import AlertWatcher, PromApi, SeriesSampler
 from harness.pki import Pki
 from harness.run import Run
 from harness.scenario import Incident, MakeIncident
@@ -121,10 +121,8 @@ def _rules_of(mechanism: str) -> set[str]:
 
 def _alert_rules(prom_url: str) -> list[str]:
     """The alerting rules Prometheus actually loaded (the source of truth for the table)."""
-    resp = httpx.get(f"{prom_url}/api/v1/rules", params={"type": "alert"}, timeout=5.0)
-    resp.raise_for_status()
-    names = [r["name"] for g in resp.json()["data"]["groups"] for r in g["rules"]]
-    return sorted(set(names))
+    with PromApi(prom_url, timeout=5.0) as api:
+        return api.alerting_rules()
 
 
 def _orderd_metric(orderd: OrderService, metric: str) -> float | None:

@@ -36,6 +36,7 @@ from harness.report.terminal import render_terminal
 from harness.timeline import Event, Timeline
 
 __all__ = [
+    "COMPOSED_WITHIN_S",
     "DETECTION_KINDS",
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
@@ -57,6 +58,8 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 DETECTION_KINDS = ("alert.firing", "detector.hit")
 # A recovery check's ``after_t`` may be taken just before the revert event is written.
 _REVERT_SLACK_S = 0.5
+# Injections this close to the one before are one composite injection (``with a, b:``).
+COMPOSED_WITHIN_S = 1.0
 
 Report = dict[str, Any]
 
@@ -79,23 +82,67 @@ def _faults(timeline: Timeline) -> list[dict[str, Any]]:
 
 
 def _own_windows(faults: Sequence[Mapping[str, Any]]) -> list[float]:
-    """Where each injection's own detection window ends: at the next injection of
-    any fault after it (that fault's alerts are its own), else never (math.inf).
+    """Where each injection's own detection window ends: at the next injection after
+    it (that fault's alerts are its own), else never (math.inf).
 
     A control fault held while the real one joins it (CPU pressure, then the storm
-    on top) is so never credited with the later fault's alert.
+    on top) is so never credited with the later fault's alert. Faults injected
+    together (``with a, b:``, a latency toxic on every member: each within
+    :data:`COMPOSED_WITHIN_S` of the one before) are one composite injection and
+    share its window.
     """
     starts = sorted(f["injected_at"] for f in faults)
     ends = []
     for f in faults:
-        later = [t for t in starts if t > f["injected_at"]]
-        ends.append(later[0] if later else math.inf)
+        end = math.inf
+        last = f["injected_at"]
+        for t in starts:
+            if t <= f["injected_at"]:
+                continue
+            if t - last >= COMPOSED_WITHIN_S:
+                end = t
+                break
+            last = t
+        ends.append(end)
     return ends
 
 
-def _ttd(timeline: Timeline, fault: Mapping[str, Any], window_end: float) -> dict[str, Any]:
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _label_key(e: Event) -> Key:
+    labels = e.detail.get("labels") or {}
+    return e.name, tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+
+
+def _detections(events: Sequence[Event]) -> list[tuple[float, Event]]:
+    """(when its cause began, event) of every detection: a detector hit at its own
+    time; an alert firing at the start of its episode (its pending at Prometheus'
+    activeAt), so a rule that was already on its way when the next fault came in
+    (pending before it, firing just after) stays with the fault that caused it."""
+    pending: dict[Key, float] = {}
+    out = []
+    for e in events:
+        if e.kind == "alert.pending":
+            pending[_label_key(e)] = e.t
+        elif e.kind == "alert.firing":
+            began = pending.get(_label_key(e), e.t)
+            out.append((min(began, e.t), e))
+        elif e.kind in DETECTION_KINDS:
+            out.append((e.t, e))
+    return out
+
+
+def _in_window(detections: Sequence[tuple[float, Event]], start: float, end: float) -> list[Event]:
+    """Detections whose cause began in [start, end) and that came at or after start."""
+    return [e for began, e in detections if start <= began < end and e.t >= start]
+
+
+def _ttd(
+    detections: Sequence[tuple[float, Event]], fault: Mapping[str, Any], window_end: float
+) -> dict[str, Any]:
     start = fault["injected_at"]
-    hits = [e for e in timeline.events() if e.kind in DETECTION_KINDS and start <= e.t < window_end]
+    hits = sorted(_in_window(detections, start, window_end), key=lambda e: e.t)
     row: dict[str, Any] = {
         "fault": fault["name"],
         "seconds": None,
@@ -106,11 +153,6 @@ def _ttd(timeline: Timeline, fault: Mapping[str, Any], window_end: float) -> dic
         row["seconds"] = round(hits[0].t - start, 3)
         row["by"] = f"{hits[0].kind}:{hits[0].name}"
     return row
-
-
-def _label_key(e: Event) -> tuple[str, tuple[tuple[str, str], ...]]:
-    labels = e.detail.get("labels") or {}
-    return e.name, tuple(sorted((str(k), str(v)) for k, v in labels.items()))
 
 
 def _slo_rows(
@@ -156,9 +198,9 @@ def _ttr(
     if end is None:
         return None
     events = timeline.events()
-    firing: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for e in events:
-        if e.kind == "alert.firing" and start <= e.t < window_end:
+    firing: dict[Key, float] = {}
+    for e in _in_window(_detections(events), start, window_end):
+        if e.kind == "alert.firing":
             firing[_label_key(e)] = e.t  # the last episode in the window
     alerts: list[dict[str, Any]] = []
     done: list[float] = []
@@ -233,6 +275,7 @@ def build_report(
         if f["reverted_at"] is not None:
             f["reverted_at"] = round(f["reverted_at"], 3)
     ends = _own_windows(faults)
+    detected = _detections(timeline.events())
     observed_until = _last_time(timeline)
     ttr = [
         r
@@ -258,7 +301,7 @@ def build_report(
         "faults": faults,
         "alerts": alerts,
         "detections": detections,
-        "ttd": [_ttd(timeline, f, end) for f, end in zip(faults, ends, strict=True)],
+        "ttd": [_ttd(detected, f, end) for f, end in zip(faults, ends, strict=True)],
         "ttr": ttr,
         "budget": None if budget is None else budget.to_dict(),
         "checks": [c.to_dict() for c in checks],

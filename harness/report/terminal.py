@@ -38,7 +38,7 @@ def fault_rows(
 def slo_text(rec: dict[str, Any]) -> str:
     """The scenario's recovery checks counted from this revert, or why there are none."""
     if not rec["slo"]:
-        return "no recovery check counts from this revert"
+        return "none of the scenario's recovery checks counts from this revert (see the checks)"
     return "; ".join(
         f"{_secs(r['seconds']) if r['seconds'] is not None else 'not back'} {r['check']} "
         f"({r['status']})"
@@ -53,12 +53,20 @@ def alerts_text(rec: dict[str, Any]) -> str:
     if not alerts:
         return "n/a (no alert fired in the fault's window)"
     done = [a for a in alerts if a["resolved_after_s"] is not None]
+    names = [a["alert"] for a in alerts]
+
+    def label(a: dict[str, Any]) -> str:
+        # One alert firing for several members: say which.
+        if names.count(a["alert"]) == 1 or "instance" not in a["labels"]:
+            return str(a["alert"])
+        return f"{a['alert']}{{{a['labels']['instance']}}}"
+
     parts = []
     if rec["seconds"] is not None:
         parts.append(f"all {len(alerts)} after {rec['seconds']:.2f}s")
     elif done:
         parts.append(
-            ", ".join(f"{a['alert']} {a['resolved_after_s']:.2f}s" for a in done) + " after revert"
+            ", ".join(f"{label(a)} {a['resolved_after_s']:.2f}s" for a in done) + " after revert"
         )
     if rec["unresolved"]:
         parts.append(

@@ -385,3 +385,34 @@ def test_load_report_names_the_failing_field(tmp_path: Path, mutate: object, fie
     with pytest.raises(ConfigError) as err:
         load_report(tmp_path)
     assert field in str(err.value) and str(tmp_path / "report.json") in str(err.value)
+
+
+def test_composed_faults_share_a_window_and_a_lagging_alert_stays_with_its_cause() -> None:
+    tl = Timeline(origin=0.0, wall_origin=0.0)
+    # A latency toxic on each of two members, injected together; then a leak, then
+    # its mitigation (a restart) while the leak's alert is still pending.
+    tl.event("fault.injected", "latency-0", at=10.0)
+    tl.event("fault.injected", "latency-1", at=10.02)
+    tl.event("alert.pending", "P99High", at=12.0, labels={})
+    tl.event("alert.firing", "P99High", at=15.0, labels={})
+    tl.event("fault.reverted", "latency-0", at=20.0)
+    tl.event("fault.reverted", "latency-1", at=20.0)
+    tl.event("alert.resolved", "P99High", at=24.0, labels={})
+    tl.event("fault.injected", "leak", at=30.0)
+    tl.event("alert.pending", "Growing", at=38.0, labels={})
+    tl.event("fault.reverted", "leak", at=39.0)
+    tl.event("fault.injected", "restart", at=40.0)
+    tl.event("alert.firing", "Growing", at=40.1, labels={})  # pending since 38: the leak's
+    tl.event("alert.firing", "Restarted", at=41.0, labels={})
+    tl.event("fault.reverted", "restart", at=41.5)
+    report = build_report(tl, scenario="calibration", checks=[])
+    validate_report(report)
+    ttd = {r["fault"]: (r["seconds"], r["by"], r["window_end"]) for r in report["ttd"]}
+    assert ttd == {
+        "latency-0": (5.0, "alert.firing:P99High", 30.0),
+        "latency-1": (4.98, "alert.firing:P99High", 30.0),
+        "leak": (10.1, "alert.firing:Growing", 40.0),
+        "restart": (1.0, "alert.firing:Restarted", None),
+    }
+    ttr = {r["fault"]: [a["alert"] for a in r["alerts"]] for r in report["ttr"]}
+    assert ttr["leak"] == ["Growing"] and ttr["restart"] == ["Restarted"]
