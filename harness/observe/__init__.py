@@ -3,7 +3,7 @@
 =====================  ====================================================
 module                 writes
 =====================  ====================================================
-:mod:`.prom`           ``alert.pending/firing/resolved``; PromQL series
+:mod:`.prom`           ``alert.pending/firing/resolved``, ``alert.rules_loaded``; PromQL series
 :mod:`.logs`           ``detector.hit`` (data race, map races, deadlock, panic)
 :mod:`.oom`            ``oom.killed``, ``workload.restarted``
 :mod:`.etcd`           ``etcd.leader_changed``, ``etcd.quorum_lost/restored``

@@ -347,10 +347,9 @@ def load_report(path: Path) -> Report:
         raise ConfigError(str(path), "not a JSON object", expected="a faultline report.json")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
+        old = " (an older faultline's report: run the scenario again)" if version == 1 else ""
         raise ConfigError(
-            f"{path}: schema_version",
-            f"{version!r}",
-            expected=f"{SCHEMA_VERSION} (a report of an older faultline: run the scenario again)",
+            f"{path}: schema_version", f"{version!r}{old}", expected=str(SCHEMA_VERSION)
         )
     try:
         validate_report(data)
