@@ -1,4 +1,4 @@
-"""The ``faultline`` command: doctor, list, run, report, clean.
+"""The ``faultline`` command: doctor, list, run, report, clean, observe.
 
 Exit codes: 0 success; 1 a scenario failed or something was left behind;
 2 bad input (names the field); 130/143 interrupted (everything reverted).
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import doctor
+from harness import doctor, observe_cmd
 from harness.config import BACKENDS, IMPLEMENTED_BACKENDS, parse_budget_scale
 from harness.errors import ConfigError, HarnessError
 from harness.run import clean_runs, state_root
@@ -180,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("clean", help="reap runs whose owner is gone (after a SIGKILL)")
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
+    observe_cmd.register(sub)
     return p
 
 

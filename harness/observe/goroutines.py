@@ -37,6 +37,7 @@ from harness.observe.buildinfo import MAIN_ONLY
 __all__ = [
     "BLOCKING_STATES",
     "DEADLOCK_STATES",
+    "RUNS_MARKER",
     "Dump",
     "Finding",
     "Frame",
@@ -77,7 +78,7 @@ BLOCKING_STATES = frozenset(
 DEADLOCK_STATES = BLOCKING_STATES - {"chan receive", "select", "select (no cases)"}
 
 _HEADER = re.compile(r"^goroutine (\d+)(?: [^\[]*)? ?\[([^\]]*)\]:$")
-_LOCATION = re.compile(r"^\t(.+?):(\d+)(?: \+0x[0-9a-f]+)?$")
+_LOCATION = re.compile(r"^\t(.+?):(\d+)(?: \+0x[0-9a-f]+)?(?: fp=\S+ sp=\S+ pc=\S+)?$")
 _CREATED = re.compile(r"^created by (\S+?)(?: in goroutine \d+)?$")
 _MINUTES = re.compile(r"^(\d+) minutes$")
 # delve's `goroutines -g -t`: "  Goroutine 6 - Go: /src/main.go:17 main.main (0x49e54c)
@@ -88,6 +89,8 @@ _DLV_HEADER = re.compile(r"^\s*\*?\s*Goroutine (\d+) - .*?(?:\[([^\]]*)\])?$")
 _DLV_FRAME = re.compile(r"^\s*\d+\s+0x[0-9a-f]+ in (\S+)$")
 _DLV_AT = re.compile(r"^\s*at (.+):(\d+)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: printed between delve's stacks and its per-goroutine trackingSeq values
+RUNS_MARKER = "faultline: trackingSeq"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class Goroutine:
     minutes: int  # minutes blocked as printed by the runtime (0 when not printed)
     frames: tuple[Frame, ...]
     created_by: Frame | None
+    # The runtime's g.trackingSeq (delve dumps only): it changes whenever the
+    # goroutine stops running, so an equal value in two dumps means it did not run.
+    runs: int | None = None
 
     @property
     def signature(self) -> tuple[str, ...]:
@@ -175,8 +181,19 @@ def parse_delve(text: str, *, taken_at: float | None = None, requests: float | N
     """Parse delve's ``goroutines -g -t DEPTH`` output (colour codes are stripped).
 
     Frames include the runtime's (``runtime.gopark``...), which a ``debug=2`` dump
-    hides; the ``Go:`` location (``-g``) is where the goroutine was started.
+    hides; the ``Go:`` location (``-g``) is where the goroutine was started. After
+    a line ``"<RUNS_MARKER>"``, the output of ``goroutines -exec print
+    runtime.curg.trackingSeq`` fills :attr:`Goroutine.runs`.
     """
+    text = _ANSI.sub("", text)
+    stacks, _, seqs = text.partition(f'"{RUNS_MARKER}"')
+    runs: dict[int, int] = {}
+    goid: int | None = None
+    for line in seqs.splitlines():
+        if m := _DLV_HEADER.match(line.replace("(dlv) ", "")):
+            goid = int(m.group(1))
+        elif goid is not None and line.strip().isdigit():
+            runs[goid], goid = int(line.strip()), None
     goroutines: list[Goroutine] = []
     current: tuple[int, str, Frame | None] | None = None
     frames: list[Frame] = []
@@ -184,10 +201,11 @@ def parse_delve(text: str, *, taken_at: float | None = None, requests: float | N
 
     def close() -> None:
         if current is not None:
-            goroutines.append(Goroutine(current[0], current[1], 0, tuple(frames), current[2]))
+            goid, state, created = current
+            goroutines.append(Goroutine(goid, state, 0, tuple(frames), created, runs.get(goid)))
 
-    for raw in text.splitlines():
-        line = _ANSI.sub("", raw).replace("(dlv) ", "")
+    for raw in stacks.splitlines():
+        line = raw.replace("(dlv) ", "")
         if m := _DLV_HEADER.match(line):
             close()
             go = _DLV_GO.search(line)
@@ -284,7 +302,9 @@ def find_deadlocks(
 
     Blocked time is the larger of what the runtime printed (``N minutes``) and
     how long the same goroutine id sat in the same blocked stack across dumps
-    (which needs ``taken_at`` on the dumps). Groups still growing between the
+    (which needs ``taken_at`` on the dumps) without running in between, when the
+    dumps know (:attr:`Goroutine.runs`, from delve): a loop that waits at the
+    same place again and again is not blocked throughout. Groups still growing between the
     last two dumps are left to :func:`find_leaks` (a deadlocked pool fills up,
     then plateaus: that plateau is reported here); goroutines without a project
     frame (idle runtime and library workers) are ignored, and so are groups whose
@@ -302,12 +322,12 @@ def find_deadlocks(
         return []
     leaking = {f.signature for f in find_leaks(dumps[-2:], project=project)}
     last = dumps[-1]
-    first_seen: dict[tuple[int, tuple[str, ...]], float] = {}
+    first_seen: dict[tuple[int, tuple[str, ...], int | None], float] = {}
     for d in dumps:
         if d.taken_at is None:
             continue
         for g in d.goroutines:
-            first_seen.setdefault((g.id, g.signature), d.taken_at)
+            first_seen.setdefault((g.id, g.signature, g.runs), d.taken_at)
     findings = []
     for sig, grp in group(last).items():
         if grp.state not in states or sig in leaking:
@@ -317,7 +337,7 @@ def find_deadlocks(
             continue
         blocked = []
         for g in grp.goroutines:
-            seen = first_seen.get((g.id, sig))
+            seen = first_seen.get((g.id, sig, g.runs))
             across = (last.taken_at - seen) if seen is not None and last.taken_at else 0.0
             blocked.append(max(60.0 * g.minutes, across))
         longest = max(blocked)

@@ -9,8 +9,8 @@ What is captured:
 * ``WARNING: DATA RACE``: both stacks, up to the closing ``==================``.
 * ``fatal error: concurrent map writes``, ``concurrent map iteration and map
   write``, ``concurrent map read and map write``, ``fatal error: all goroutines
-  are asleep``, ``panic:``: the message and the first goroutine's stack (the one
-  that failed), up to the blank line after it.
+  are asleep``, ``panic:``, any other ``fatal error:``: the message and the
+  first goroutine's stack (the one that failed), up to the blank line after it.
 
 A hit is timed when its first line is read, so it lags the write by at most one
 poll interval (0.2 s by default).
@@ -42,6 +42,9 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "concurrent_map_read": re.compile(r"^fatal error: concurrent map read and map write"),
     "all_goroutines_asleep": re.compile(r"^fatal error: all goroutines are asleep"),
     "panic": re.compile(r"^panic: "),
+    # Any other runtime throw ("fatal error: sync: unlock of unlocked mutex"...): after
+    # the specific ones, since the first pattern that matches names the report.
+    "fatal_error": re.compile(r"^fatal error: "),
 }
 _RACE_END = "=================="
 _MAX_LINES = 200  # a report longer than this is cut: the top frames are what matter

@@ -6,15 +6,19 @@ import "time"
 
 type subscription struct {
 	updates chan string
+	resync  chan struct{}
+	last    string
 }
 
 func subscribe() *subscription {
-	s := &subscription{updates: make(chan string)}
+	s := &subscription{updates: make(chan string), resync: make(chan struct{})}
 	go func() {
 		for {
 			select { // want
 			case u := <-s.updates:
-				_ = u
+				s.last = u
+			case <-s.resync:
+				s.last = ""
 			}
 		}
 	}()

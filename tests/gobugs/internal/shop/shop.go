@@ -17,7 +17,7 @@ func NewInventory() *Inventory {
 
 // Count returns the stock of item.
 func (inv *Inventory) Count(item string) int {
-	inv.mu.Lock() // want
+	inv.mu.Lock() // want doublelock
 	defer inv.mu.Unlock()
 	return inv.stock[item]
 }
@@ -40,5 +40,5 @@ type Ledger struct {
 
 // Record counts one order.
 func (l *Ledger) Record() {
-	l.Orders++ // want
+	l.Orders++ // want racefield
 }

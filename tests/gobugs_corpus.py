@@ -1,0 +1,152 @@
+"""The Go bug corpus in tests/gobugs: what each program expects, and ``faultline observe`` on it.
+
+Shared by tests/integration/test_observe_gobugs.py (asserts classification and
+attribution) and bench/bench_observe.py (recall, attribution accuracy, false
+alarms, TTD). The format of a program's header is in tests/gobugs/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import gobuild
+
+__all__ = [
+    "CORPUS",
+    "Outcome",
+    "Program",
+    "build",
+    "observe",
+    "programs",
+]
+
+CORPUS = Path(__file__).resolve().parent / "gobugs"
+LOADFILE = CORPUS / "loadfile.py"
+_EXPECT = re.compile(r"^// Expect: (\w+)((?: \w+)*)$", re.M)
+_SHAPE = re.compile(r"^// (Bug|Control): (.+)$", re.M)
+# "// want", or in shared code "// want <program>": a line a finding may name.
+_WANT = re.compile(r"// want(?: ([a-z]\w*))?\b")
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    kind: str | None  # the expected class; None for a control
+    shape: str
+    race: bool
+    load: bool
+    deterministic: bool
+    want: frozenset[str]  # "cmd/x/main.go:12": the lines a finding may name
+
+    @property
+    def control(self) -> bool:
+        return self.kind is None
+
+
+def _wants(name: str, sources: list[Path]) -> frozenset[str]:
+    out = set()
+    for src in sources:
+        for n, line in enumerate(src.read_text().splitlines(), 1):
+            m = _WANT.search(line)
+            if m and m.group(1) in (None, name):
+                out.add(f"{src.relative_to(CORPUS).as_posix()}:{n}")
+    return frozenset(out)
+
+
+def programs() -> list[Program]:
+    """Every program of the corpus, bugs and controls, in name order."""
+    shared = sorted((CORPUS / "internal").rglob("*.go"))
+    out = []
+    for main in sorted(CORPUS.glob("cmd/*/main.go")):
+        text = main.read_text()
+        expect, shape = _EXPECT.search(text), _SHAPE.search(text)
+        if expect is None or shape is None:
+            raise ValueError(f"{main}: no '// Expect:' or '// Bug:'/'// Control:' line")
+        flags = expect.group(2).split()
+        kind = None if expect.group(1) == "none" else expect.group(1)
+        imports_shared = "example.com/gobugs/internal/" in text
+        want = _wants(main.parent.name, [main, *(shared if imports_shared else [])])
+        out.append(
+            Program(
+                name=main.parent.name,
+                kind=kind,
+                shape=shape.group(2),
+                race="race" in flags,
+                load="load" in flags,
+                deterministic="nondeterministic" not in flags,
+                want=want,
+            )
+        )
+    return out
+
+
+def build(program: Program) -> Path:
+    """The program's binary (cached; a -race build for the race programs)."""
+    return gobuild.build_package(CORPUS / "cmd" / program.name, race=program.race)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    program: Program
+    exit_code: int
+    findings: list[dict[str, Any]]  # report.json detections[].detail of each finding
+    output: str
+
+    @property
+    def detected(self) -> dict[str, Any] | None:
+        """The first finding of the expected class."""
+        return next((f for f in self.findings if f["class"] == self.program.kind), None)
+
+    @property
+    def attributed(self) -> bool:
+        """The expected finding names a line marked ``// want``."""
+        f = self.detected
+        return f is not None and any(
+            str(f["file"]).endswith(w.rsplit(":", 1)[0]) and f["line"] == int(w.rsplit(":", 1)[1])
+            for w in self.program.want
+        )
+
+    @property
+    def false_alarms(self) -> list[dict[str, Any]]:
+        """Findings on a control; on a bug program, findings of another class that name
+        none of its marked lines (one bug seen two ways, a race and its crash, is no alarm)."""
+        if self.program.control:
+            return list(self.findings)
+        return [
+            f
+            for f in self.findings
+            if f["class"] != self.program.kind
+            and not any(
+                str(f["file"]).endswith(w.rsplit(":", 1)[0])
+                and f["line"] == int(w.rsplit(":", 1)[1])
+                for w in self.program.want
+            )
+        ]
+
+
+def observe(program: Program, binary: Path, report_dir: Path, *, seconds: float) -> Outcome:
+    """``faultline observe`` on ``binary`` as a user runs it; its report read back."""
+    args = ["--for", str(seconds), "--report-dir", str(report_dir)]
+    if program.race:
+        args.append("--race")
+    if program.load:
+        args += ["--load", str(LOADFILE), "--rate", "40"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "observe", *args, "--", str(binary)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+    )
+    reports = sorted(report_dir.glob("observe-*/*/report.json"))
+    findings: list[dict[str, Any]] = []
+    if reports:
+        report = json.loads(reports[-1].read_text())
+        findings = [d["detail"] for d in report["detections"] if "class" in d["detail"]]
+    return Outcome(program, proc.returncode, findings, proc.stdout + proc.stderr)
