@@ -172,7 +172,7 @@ def parse_args(ns: argparse.Namespace) -> ObserveArgs:
             "is the rate of --load, which is not given",
             expected="--load LOCUSTFILE --rate N",
         )
-    load = resolve_locustfile(Path(ns.load), field="--load") if ns.load is not None else None
+    load = resolve_locustfile(ns.load, field="--load") if ns.load is not None else None
     rate = DEFAULT_RATE
     if ns.rate is not None:
         rate = _seconds(ns.rate, "--rate", MAX_RATE)  # same shape: a number > 0 up to a bound
