@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from harness.errors import ComponentStartError, ConfigError, MissingDependency
@@ -174,20 +175,56 @@ def _main_package(path: Path, field: str) -> Path:
     raise ConfigError(field, f"{path} is not inside a Go module", expected="a go.mod above it")
 
 
-def build_package(path: Path, *, race: bool = False, field: str = "package") -> Path:
+def build_package(
+    path: Path,
+    *,
+    race: bool = False,
+    field: str = "package",
+    extra_files: Mapping[str, str] | None = None,
+    goexperiment: str = "",
+) -> Path:
     """Compile the Go main package in directory ``path`` (any module), cached like
     :func:`build`: keyed by the hash of its module's sources, the package and the flags.
 
-    :class:`ConfigError` (naming ``field``) when ``path`` is not a main package in a module.
+    ``extra_files`` (file name -> Go source) are compiled into the package through
+    ``go build -overlay``, leaving its directory untouched; ``goexperiment`` sets
+    ``GOEXPERIMENT``. :class:`ConfigError` (naming ``field``) when ``path`` is not
+    a main package in a module.
     """
     path = path.resolve()
     module = _main_package(path, field)
     rel = path.relative_to(module).as_posix()
     name = re.sub(r"[^a-z0-9_-]", "-", path.name.lower()) or "main"
-    return _compile(name, module, f"./{rel}", race=race, key_extra=f"{module}:{rel}")
+    extra = dict(extra_files or {})
+    key_extra = (
+        f"{module}:{rel}:{goexperiment}:"
+        + hashlib.sha256(repr(sorted(extra.items())).encode()).hexdigest()
+    )
+    with tempfile.TemporaryDirectory(prefix="faultline-overlay-") as tmp:
+        flags: list[str] = []
+        if extra:
+            replace = {}
+            for fname, source in extra.items():
+                (Path(tmp) / fname).write_text(source)
+                replace[str(path / fname)] = str(Path(tmp) / fname)
+            (Path(tmp) / "overlay.json").write_text(json.dumps({"Replace": replace}))
+            flags = ["-overlay", str(Path(tmp) / "overlay.json")]
+        env = {"GOEXPERIMENT": goexperiment} if goexperiment else {}
+        return _compile(
+            name, module, f"./{rel}", race=race, key_extra=key_extra, flags=flags, env=env
+        )
 
 
-def _compile(name: str, module: Path, package: str, *, race: bool, key_extra: str = "") -> Path:
+def _compile(
+    name: str,
+    module: Path,
+    package: str,
+    *,
+    race: bool,
+    key_extra: str = "",
+    flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Path:
     go = find_go()
     ver = go_version(go)
     key = source_key(name + key_extra, race=race, go_ver=ver, src=module)
@@ -202,17 +239,17 @@ def _compile(name: str, module: Path, package: str, *, race: bool, key_extra: st
         fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{name}-", suffix=".tmp")
         os.close(fd)
         tmp = Path(tmp_name)
-        args = [str(go), "build", "-trimpath", "-o", str(tmp)]
+        args = [str(go), "build", "-trimpath", *flags, "-o", str(tmp)]
         if race:
             args.append("-race")
         args.append(package)
-        env = dict(os.environ, CGO_ENABLED="1" if race else "0")
+        build_env = {**os.environ, "CGO_ENABLED": "1" if race else "0", **(env or {})}
         logger.info("building %s (race=%s) with %s", name, race, ver)
         try:
             res = subprocess.run(
                 args,
                 cwd=module,
-                env=env,
+                env=build_env,
                 capture_output=True,
                 text=True,
                 timeout=BUILD_TIMEOUT_S,

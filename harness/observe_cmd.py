@@ -34,6 +34,7 @@ from harness.backends.local import LocalBackend
 from harness.checks import CheckResult, Status
 from harness.errors import ConfigError, HarnessError
 from harness.load import MAX_RATE, LoadGenerator, resolve_locustfile
+from harness.observe import leakprofile
 from harness.observe.buildinfo import BuildInfo, ProjectCode, read_buildinfo
 from harness.observe.delve import DelveDumper
 from harness.observe.goroutines import Dump, parse_dump
@@ -74,6 +75,10 @@ how: the program runs on the local backend with $PORT set (also substituted for
 every second, pausing it ~0.1-0.3 s each time; its output is scanned for the
 runtime's reports; at the end of the window SIGQUIT makes the runtime print its
 own dump (the program exits). A crash ends the window early.
+--go-package PATH --leak-profile (Go >= 1.26): faultline builds the package with
+GOEXPERIMENT=goroutineleakprofile and a file of its own (go build -overlay) that
+writes the runtime's goroutine leak profile every second; it proves receives and
+selects blocked for good too, which dumps from outside cannot.
 
 exit codes: 1 a finding, 0 clean, 2 bad input, 130/143 interrupted.
 
@@ -95,6 +100,7 @@ class ObserveArgs:
     rate: float
     report_dir: Path
     delve: bool
+    leak_profile: bool
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage=(
             "faultline observe [--race] [--for SECONDS] [--load LOCUSTFILE --rate N] "
-            "[--go-package PATH] [--blocked SECONDS] [--report-dir DIR] [-- COMMAND ARGS...]"
+            "[--go-package PATH [--leak-profile]] [--blocked SECONDS] [--report-dir DIR] "
+            "[-- COMMAND ARGS...]"
         ),
     )
     p.add_argument(
@@ -136,6 +143,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="3",
         metavar="SECONDS",
         help="blocked this long on a lock, send, Cond or WaitGroup is a deadlock",
+    )
+    p.add_argument(
+        "--leak-profile",
+        action="store_true",
+        help="with --go-package (Go >= 1.26): build with the runtime's goroutine leak profile",
     )
     p.add_argument(
         "--no-delve",
@@ -176,8 +188,24 @@ def parse_args(ns: argparse.Namespace) -> ObserveArgs:
     rate = DEFAULT_RATE
     if ns.rate is not None:
         rate = _seconds(ns.rate, "--rate", MAX_RATE)  # same shape: a number > 0 up to a bound
+    if ns.leak_profile and ns.go_package is None:
+        raise ConfigError(
+            "--leak-profile",
+            "needs --go-package: only a program faultline builds can have the profile",
+            expected="--go-package PATH --leak-profile",
+        )
     if ns.go_package is not None:
-        binary = gobuild.build_package(Path(ns.go_package), race=ns.race, field="--go-package")
+        extra: dict[str, str] = {}
+        if ns.leak_profile:
+            leakprofile.check_go(gobuild.go_version(gobuild.find_go()))
+            extra[leakprofile.FILE_NAME] = leakprofile.SOURCE
+        binary = gobuild.build_package(
+            Path(ns.go_package),
+            race=ns.race,
+            field="--go-package",
+            extra_files=extra,
+            goexperiment=leakprofile.EXPERIMENT if ns.leak_profile else "",
+        )
         command = [str(binary), *command]
     elif not command:
         raise ConfigError("COMMAND", "no program given", expected="faultline observe -- ./prog")
@@ -209,6 +237,7 @@ def parse_args(ns: argparse.Namespace) -> ObserveArgs:
         rate=rate,
         report_dir=Path(ns.report_dir).resolve(),
         delve=not ns.no_delve,
+        leak_profile=ns.leak_profile,
     )
 
 
@@ -292,6 +321,8 @@ def _header(args: ObserveArgs) -> str:
 def _watch(args: ObserveArgs, run: Run, backend: LocalBackend) -> tuple[ProgramWatch, _Window]:
     tl = run.timeline
     dumper = DelveDumper(run) if args.delve else None  # built (once) before the program starts
+    profile_dir = run.subdir("leakprofile") if args.leak_profile else None
+    leak_env = {leakprofile.ENV: str(profile_dir)} if profile_dir is not None else {}
     placement = backend.plan(NAME, ["http"])
     port = placement.port("http")
     command = tuple(a.replace("{port}", str(port)) for a in args.command)
@@ -299,7 +330,7 @@ def _watch(args: ObserveArgs, run: Run, backend: LocalBackend) -> tuple[ProgramW
         name=NAME,
         command=command,
         placement=placement,
-        env={"PORT": str(port)},
+        env={"PORT": str(port), **leak_env},
         readiness=Probe(ProbeKind.TCP, "http", interval=0.1) if args.load else None,
     )
     project = ProjectCode.of(args.info)
@@ -323,7 +354,7 @@ def _watch(args: ObserveArgs, run: Run, backend: LocalBackend) -> tuple[ProgramW
                 duration=max(1.0, end - tl.now()),
             )
             load.start()
-        window = _loop(args, backend, detector, watch, dumper, end, tl)
+        window = _loop(args, backend, detector, watch, dumper, end, tl, profile_dir)
     finally:
         if load is not None:
             load.stop()
@@ -356,12 +387,16 @@ def _loop(
     dumper: DelveDumper | None,
     end: float,
     tl: Timeline,
+    profile_dir: Path | None,
 ) -> _Window:
     window = _Window()
     attach: list[float] = []
     next_dump = watch.started_at + FIRST_DUMP_S
+    profiles = 0.0  # mtime of the last leak profile read
     while True:
         _take_hits(detector, watch, tl, final=False)
+        if profile_dir is not None:
+            profiles = _take_leak_profile(profile_dir, profiles, watch, tl)
         status = backend.status(NAME)
         if not status.running:
             window.ended_by = "the program's exit"
@@ -395,6 +430,20 @@ def _loop(
         window.exit_code = backend.status(NAME).exit_code
     window.dumps = len(watch.dumps)
     return window
+
+
+def _take_leak_profile(directory: Path, seen: float, watch: ProgramWatch, tl: Timeline) -> float:
+    """Read the leak profile when the program wrote a new one; its mtime."""
+    try:
+        mtime = (directory / leakprofile.PROFILE).stat().st_mtime
+    except FileNotFoundError:
+        return seen
+    if mtime == seen:
+        return seen
+    dump = leakprofile.read_profile(directory, taken_at=tl.now())
+    if dump is not None:
+        _found(watch.add_leak_profile(dump))
+    return mtime
 
 
 def _sample(watch: ProgramWatch, tl: Timeline, at: float, attach_s: float) -> None:
@@ -454,6 +503,12 @@ def _notes(args: ObserveArgs, window: _Window) -> list[str]:
         )
     elif not args.delve:
         notes.append("delve off (--no-delve): only the output and the final SIGQUIT dump")
+    if args.leak_profile:
+        notes.append(
+            "built with GOEXPERIMENT=goroutineleakprofile: the runtime's leak profile read"
+        )
+    else:
+        notes.append("no goroutine leak profile (it needs --go-package --leak-profile, Go >= 1.26)")
     if window.delve_error:
         notes.append(f"delve: {window.delve_error}")
     if window.sigquit_dump:

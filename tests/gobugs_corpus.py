@@ -11,11 +11,13 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import gobuild
+from harness.observe import leakprofile
 
 __all__ = [
     "CORPUS",
@@ -41,6 +43,7 @@ class Program:
     shape: str
     race: bool
     load: bool
+    leak_profile: bool  # observed as --go-package --leak-profile (the runtime's profile)
     deterministic: bool
     want: frozenset[str]  # "cmd/x/main.go:12": the lines a finding may name
 
@@ -79,6 +82,7 @@ def programs() -> list[Program]:
                 shape=shape.group(2),
                 race="race" in flags,
                 load="load" in flags,
+                leak_profile="leakprofile" in flags,
                 deterministic="nondeterministic" not in flags,
                 want=want,
             )
@@ -87,7 +91,15 @@ def programs() -> list[Program]:
 
 
 def build(program: Program) -> Path:
-    """The program's binary (cached; a -race build for the race programs)."""
+    """The program's binary (cached; a -race build for the race programs; for the
+    leak-profile ones, the build ``observe --go-package --leak-profile`` makes)."""
+    if program.leak_profile:
+        return gobuild.build_package(
+            CORPUS / "cmd" / program.name,
+            race=program.race,
+            extra_files={leakprofile.FILE_NAME: leakprofile.SOURCE},
+            goexperiment=leakprofile.EXPERIMENT,
+        )
     return gobuild.build_package(CORPUS / "cmd" / program.name, race=program.race)
 
 
@@ -97,6 +109,8 @@ class Outcome:
     exit_code: int
     findings: list[dict[str, Any]]  # report.json detections[].detail of each finding
     output: str
+    attach_s: list[float]  # how long each delve attachment paused the program
+    wall_s: float  # the whole `faultline observe`, start-up and report included
 
     @property
     def detected(self) -> dict[str, Any] | None:
@@ -137,16 +151,23 @@ def observe(program: Program, binary: Path, report_dir: Path, *, seconds: float)
         args.append("--race")
     if program.load:
         args += ["--load", str(LOADFILE), "--rate", "40"]
+    target = ["--", str(binary)]
+    if program.leak_profile:  # faultline builds it (the cached build of build())
+        target = ["--go-package", str(CORPUS / "cmd" / program.name), "--leak-profile"]
+    started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "observe", *args, "--", str(binary)],
+        [sys.executable, "-m", "harness.cli", "observe", *args, *target],
         capture_output=True,
         text=True,
         timeout=seconds + 120,
         check=False,
     )
+    wall = time.monotonic() - started
     reports = sorted(report_dir.glob("observe-*/*/report.json"))
     findings: list[dict[str, Any]] = []
+    attach: list[float] = []
     if reports:
         report = json.loads(reports[-1].read_text())
         findings = [d["detail"] for d in report["detections"] if "class" in d["detail"]]
-    return Outcome(program, proc.returncode, findings, proc.stdout + proc.stderr)
+        attach = [v for _, v in report["series"].get("observe.delve_attach_s", [])]
+    return Outcome(program, proc.returncode, findings, proc.stdout + proc.stderr, attach, wall)

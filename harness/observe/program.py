@@ -21,6 +21,10 @@ class               evidence
 ``crash``           ``panic:``, ``fatal error:`` (concurrent map writes...)
 ==================  ======================================================
 
+For a program faultline builds with Go >= 1.26, the runtime's goroutine leak
+profile (:meth:`ProgramWatch.add_leak_profile`) adds what dumps from outside
+cannot prove: receives and selects that will never return.
+
 Goroutines parked legitimately are no finding: idle workers and loops in
 ``chan receive`` / ``select`` (unless their number grows), servers in ``IO
 wait``, sleeps, timers, ``select {}``, and waits shorter than ``min_blocked``.
@@ -42,11 +46,13 @@ from harness.observe.goroutines import (
     Goroutine,
     find_deadlocks,
     find_leaks,
+    group,
 )
 from harness.observe.logs import Hit
 
 __all__ = ["CLASSES", "ProgramFinding", "ProgramWatch", "own_frames"]
 
+LEAKED = " (leaked)"  # after the wait reason, in the leak profile
 CLASSES = ("global_deadlock", "partial_deadlock", "goroutine_leak", "data_race", "crash")
 # A report pattern of harness.observe.logs -> its class.
 _HIT_CLASS = {"all_goroutines_asleep": "global_deadlock", "data_race": "data_race"}
@@ -149,6 +155,34 @@ class ProgramWatch:
         return ProgramFinding(
             kind, at, at - self.started_at, f.top_frame, f.state, f.count, f.detail, source
         )
+
+    def add_leak_profile(self, dump: Dump) -> list[ProgramFinding]:
+        """Add the runtime's goroutine leak profile (:mod:`harness.observe.leakprofile`):
+        each group of goroutines it proves blocked for good is a partial deadlock, or
+        a leak when there are ``min_growth`` or more of them; return the new findings."""
+        at = dump.taken_at if dump.taken_at is not None else self.started_at
+        leaked = [
+            replace(g, state=g.state.removesuffix(LEAKED))
+            for g in own_frames(dump, self.project).goroutines
+            if g.state.endswith(LEAKED)
+        ]
+        new: list[ProgramFinding] = []
+        for sig, grp in group(Dump(tuple(leaked), dump.taken_at)).items():
+            top = grp.goroutines[0].top_frame(self.project)
+            key = ("dump", *sig)
+            if top is None or key in self._seen:
+                continue  # seen in the dumps already, or not the program's code
+            self._seen.add(key)
+            kind = "goroutine_leak" if grp.count >= self.min_growth else "partial_deadlock"
+            detail = f"the runtime's leak profile: {grp.count} goroutine(s) blocked for good"
+            new.append(
+                ProgramFinding(
+                    kind, at, at - self.started_at, top, grp.state, grp.count, detail,
+                    "leak profile",
+                )
+            )  # fmt: skip
+        self.findings += new
+        return new
 
     def add_hit(self, hit: Hit, *, at: float) -> ProgramFinding | None:
         """Add a report from the program's output; the finding, unless already known."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.observe.buildinfo import MAIN_ONLY, ProjectCode, parse_modinfo, read_buildinfo
-from harness.observe.goroutines import Dump, Frame, Goroutine, parse_delve
+from harness.observe.goroutines import Dump, Frame, Goroutine, parse_delve, parse_dump
 from harness.observe.logs import LogScanner
 from harness.observe.program import ProgramWatch, own_frames
 
@@ -204,6 +204,7 @@ def _observe(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
         (["--load", "orderd_http", "--rate", "0", "--", "/bin/true"], "--rate: '0'"),
         (["--go-package", str(REPO / "tests/gobugs/internal/shop")], "--go-package: "),
         (["--go-package", "/nonexistent/pkg"], "--go-package: /nonexistent/pkg holds no Go"),
+        (["--leak-profile", "--", "/bin/true"], "--leak-profile: needs --go-package"),
     ],
 )
 def test_bad_input_exits_2_naming_the_flag_with_no_run_made(
@@ -250,3 +251,27 @@ def test_help_documents_the_command() -> None:
         check=False,
     )
     assert "observe" in top.stdout
+
+
+def test_the_runtime_leak_profile_proves_what_is_blocked_for_good() -> None:
+    # The profile of tests/gobugs/cmd/orphansend built with GOEXPERIMENT=goroutineleakprofile.
+    text = (DATA / "goroutineleak_orphansend.txt").read_text()
+    watch = ProgramWatch(0.0, SHOP)
+    [f] = watch.add_leak_profile(parse_dump(text, taken_at=1.5))
+    assert (f.kind, f.state, f.source, f.count) == (
+        "partial_deadlock",
+        "chan send",
+        "leak profile",
+        1,
+    )
+    assert f.frame == Frame("main.produce", "example.com/gobugs/cmd/orphansend/main.go", 12)
+    assert watch.add_leak_profile(parse_dump(text, taken_at=2.5)) == []  # known already
+
+
+def test_leak_profile_needs_go_1_26() -> None:
+    from harness.errors import ConfigError
+    from harness.observe.leakprofile import check_go
+
+    check_go("go1.26.8")
+    with pytest.raises(ConfigError, match="--leak-profile"):
+        check_go("go1.25.3")
