@@ -14,7 +14,9 @@ start to the finding); then:
   none of their lines;
 - TTD per class (median, max) and whether every deterministic one is <= 10 s;
 - the cost of delve: how long each attachment kept the program stopped (the
-  wall time of ``dlv attach`` + dump + detach, an upper bound of the pause).
+  wall time of ``dlv attach`` + dump + detach, an upper bound of the pause),
+  over every dump of the runs, and alone: ``ATTACH_ALONE`` attachments in a row
+  to one idle control with nothing else of ours running (the floor).
 
 Prints figures; asserts nothing. Usage:
 ``.venv/bin/python bench/bench_observe.py [--window 8] [--parallel 2] [NAME...]``
@@ -23,7 +25,9 @@ Prints figures; asserts nothing. Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +39,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.gobugs_corpus import Outcome, Program, build, observe, programs
 
 TTD_GOAL_S = 10.0
+ATTACH_ALONE = 10
+
+
+def _attach_alone(binary: Path) -> list[float]:
+    """Seconds each of ATTACH_ALONE delve attachments to an idle program took."""
+    from harness.observe.delve import DelveDumper
+    from harness.run import Run
+
+    proc = subprocess.Popen([str(binary)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        with Run.open() as run:
+            dumper = DelveDumper(run)
+            got = [dumper.dump(proc.pid) for _ in range(ATTACH_ALONE)]
+        return [a.seconds for a in got if a is not None]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _row(o: Outcome) -> str:
@@ -83,7 +105,11 @@ def main() -> int:
     nondet = [o for o in bugs if not o.program.deterministic]
     controls = [o for o in outcomes if o.program.control]
     found = [o for o in bugs if o.detected]
-    print(f"\nobserved {len(outcomes)} programs in {elapsed:.0f}s, {ns.parallel} at a time")
+    load1 = os.getloadavg()[0]
+    print(
+        f"\nobserved {len(outcomes)} programs in {elapsed:.0f}s, {ns.parallel} at a time "
+        f"(machine load average now {load1:.1f} on {os.cpu_count()} cores)"
+    )
     if det:
         hit = sum(1 for o in det if o.detected)
         print(f"recall (deterministic): {hit}/{len(det)} = {hit / len(det):.0%}")
@@ -117,6 +143,13 @@ def main() -> int:
         print(
             f"delve pause per dump: n={len(attach)}  median {statistics.median(attach):.3f}s  "
             f"p95 {q[18]:.3f}s  max {max(attach):.3f}s (dumps every 1 s)"
+        )
+    idle = next((p for p in progs if p.name == "ctl_longsleep"), None)
+    if idle is not None:
+        alone = _attach_alone(binaries[idle])
+        print(
+            f"delve pause alone ({len(alone)} attachments to {idle.name}, nothing else of ours "
+            f"running): median {statistics.median(alone):.3f}s, max {max(alone):.3f}s"
         )
     walls = [o.wall_s for o in outcomes]
     print(
