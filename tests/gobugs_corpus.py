@@ -117,14 +117,17 @@ class Outcome:
         """The first finding of the expected class."""
         return next((f for f in self.findings if f["class"] == self.program.kind), None)
 
+    def _names_a_marked_line(self, f: dict[str, Any]) -> bool:
+        return any(
+            str(f["file"]).endswith(w.rsplit(":", 1)[0]) and f["line"] == int(w.rsplit(":", 1)[1])
+            for w in self.program.want
+        )
+
     @property
     def attributed(self) -> bool:
         """The expected finding names a line marked ``// want``."""
         f = self.detected
-        return f is not None and any(
-            str(f["file"]).endswith(w.rsplit(":", 1)[0]) and f["line"] == int(w.rsplit(":", 1)[1])
-            for w in self.program.want
-        )
+        return f is not None and self._names_a_marked_line(f)
 
     @property
     def false_alarms(self) -> list[dict[str, Any]]:
@@ -135,12 +138,7 @@ class Outcome:
         return [
             f
             for f in self.findings
-            if f["class"] != self.program.kind
-            and not any(
-                str(f["file"]).endswith(w.rsplit(":", 1)[0])
-                and f["line"] == int(w.rsplit(":", 1)[1])
-                for w in self.program.want
-            )
+            if f["class"] != self.program.kind and not self._names_a_marked_line(f)
         ]
 
 

@@ -52,12 +52,18 @@ def _observe(workdir: Path, root: Path, binary: Path) -> tuple[Victim, str]:
     raise AssertionError(f"the program never started:\n{victim.output()}")
 
 
-def _during_attach(rid: str, timeout: float = 20) -> None:
-    """Return once a ``dlv`` of the run is attached to the program."""
-    deadline = time.monotonic() + timeout
+def _at_a_moment(workdir: Path, root: Path, binary: Path, attached: bool) -> tuple[Victim, str]:
+    """An observing victim, at the moment to hit it: while a ``dlv`` of its run is
+    attached to the program, or at a random point of its window."""
+    victim, rid = _observe(workdir, root, binary)
+    if not attached:
+        time.sleep(random.uniform(0.5, 3.0))
+        return victim, rid
+    deadline = time.monotonic() + 20
     while not cleanup.tagged_pids(rid, "dlv"):
         assert time.monotonic() < deadline, "no delve attachment seen"
         time.sleep(0.01)
+    return victim, rid
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -67,11 +73,7 @@ def test_interrupt_stops_the_program_and_delve(
     require_local()
     binary = _program()
     for i, attached in enumerate((True, False)):
-        victim, rid = _observe(tmp_path / f"v{i}", state_root, binary)
-        if attached:
-            _during_attach(rid)
-        else:
-            time.sleep(random.uniform(0.5, 3.0))
+        victim, rid = _at_a_moment(tmp_path / f"v{i}", state_root, binary, attached)
         t0 = time.monotonic()
         victim.signal(signum)
         rc = victim.wait(timeout=60)
@@ -84,11 +86,7 @@ def test_sigkill_then_clean_leaves_nothing(tmp_path: Path, state_root: Path) -> 
     require_local()
     binary = _program()
     for i, attached in enumerate((True, False)):
-        victim, rid = _observe(tmp_path / f"v{i}", state_root, binary)
-        if attached:
-            _during_attach(rid)
-        else:
-            time.sleep(random.uniform(0.5, 3.0))
+        victim, rid = _at_a_moment(tmp_path / f"v{i}", state_root, binary, attached)
         victim.kill()
         res = subprocess.run(
             [sys.executable, "-m", "harness.cli", "clean"],
