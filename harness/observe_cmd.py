@@ -296,6 +296,17 @@ def _observe(args: ObserveArgs) -> int:
         name = Path(args.command[0]).name
         report = build_report(tl, scenario=f"observe-{name}", checks=checks, run_id=run.run_id)
         report["title"] = " ".join(args.command)
+        report["key_series"] = [
+            k
+            for k in (
+                "observe.goroutines",
+                "observe.own_goroutines",
+                "load.rps",
+                "observe.delve_attach_s",
+            )
+            if k in report["series"]
+        ]
+        report["seed"] = f"{args.info.go_version}, main module {args.info.main_module or '-'}"
         report["notes"] = _notes(args, window)
         json_path, html_path = write_reports(
             args.report_dir / f"observe-{name}" / run.run_id, report
@@ -532,7 +543,8 @@ def _print(findings: list[ProgramFinding], window: _Window) -> None:
 
 
 def _notes_short(window: _Window) -> list[str]:
-    out = [f"window ended by {window.ended_by}"]
+    code = "" if window.exit_code is None else f" (exit {window.exit_code})"
+    out = [f"window ended by {window.ended_by}{code}"]
     if window.attach_s:
         a = window.attach_s
         out.append(f"{len(a)} delve dumps, paused {sum(a) / len(a):.2f}s each on average")

@@ -92,6 +92,7 @@ class ProgramFinding:
         f = self.frame
         return {
             "class": self.kind,
+            "top_frame": None if f is None else str(f),
             "function": None if f is None else f.function,
             "file": None if f is None else f.file,
             "line": None if f is None else f.line,
@@ -152,8 +153,9 @@ class ProgramWatch:
         return new
 
     def _from_dumps(self, kind: str, f: Finding, at: float, source: str) -> ProgramFinding:
+        stack = "\n".join(f.signature)  # the wait reason, then the program's own frames
         return ProgramFinding(
-            kind, at, at - self.started_at, f.top_frame, f.state, f.count, f.detail, source
+            kind, at, at - self.started_at, f.top_frame, f.state, f.count, f.detail, source, stack
         )
 
     def add_leak_profile(self, dump: Dump) -> list[ProgramFinding]:
