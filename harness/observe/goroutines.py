@@ -294,7 +294,6 @@ def find_deadlocks(
     *,
     min_blocked: float = 60.0,
     project: Callable[[str], bool] = MAIN_ONLY,
-    ignore: Collection[str | tuple[str, str]] = (),
     states: Collection[str] = DEADLOCK_STATES,
 ) -> list[Finding]:
     """Groups blocked in one of ``states`` (default :data:`DEADLOCK_STATES`: locks,
@@ -304,12 +303,10 @@ def find_deadlocks(
     how long the same goroutine id sat in the same blocked stack across dumps
     (which needs ``taken_at`` on the dumps) without running in between, when the
     dumps know (:attr:`Goroutine.runs`, from delve): a loop that waits at the
-    same place again and again is not blocked throughout. Groups still growing between the
-    last two dumps are left to :func:`find_leaks` (a deadlocked pool fills up,
-    then plateaus: that plateau is reported here); goroutines without a project
-    frame (idle runtime and library workers) are ignored, and so are groups whose
-    top frame's function, or (state, function) pair, is in ``ignore`` (a worker
-    may idle in a select and deadlock on a send in the same function).
+    same place again and again is not blocked throughout. Groups still growing
+    between the last two dumps are left to :func:`find_leaks` (a deadlocked pool
+    fills up, then plateaus: that plateau is reported here); goroutines without
+    a project frame (idle runtime and library workers) are ignored.
 
     A loop that sleeps on a ticker or an idle worker waiting on its job channel
     sits in ``chan receive`` / ``select`` in every dump, between wake-ups we
@@ -333,7 +330,7 @@ def find_deadlocks(
         if grp.state not in states or sig in leaking:
             continue
         top = grp.goroutines[0].top_frame(project)
-        if top is None or top.function in ignore or (grp.state, top.function) in ignore:
+        if top is None:
             continue
         blocked = []
         for g in grp.goroutines:
