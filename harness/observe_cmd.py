@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from harness import gobuild
-from harness.backends.base import Probe, ProbeKind, WorkloadSpec
+from harness.backends.base import WorkloadSpec
 from harness.backends.local import LocalBackend
 from harness.checks import CheckResult, Status
 from harness.errors import ConfigError, HarnessError
@@ -54,7 +54,7 @@ DUMP_EVERY_S = 1.0
 FIRST_DUMP_S = 0.5  # after the start: the program's first second is often its busiest
 MAX_SECONDS = 3600.0
 DEFAULT_RATE = 10.0
-READY_TIMEOUT_S = 15.0  # --load: until the program listens on $PORT
+LOAD_SLACK_S = 5.0  # locust runs a little past the window: the SIGQUIT dump is under load too
 SIGQUIT_WAIT_S = 5.0
 POLL_S = 0.1
 
@@ -276,6 +276,7 @@ class _Window:
     attach_s: tuple[float, ...] = ()
     delve_error: str | None = None
     sigquit_dump: bool = False
+    load: str | None = None  # what the load did, with --load
 
 
 def _observe(args: ObserveArgs) -> int:
@@ -338,34 +339,32 @@ def _watch(args: ObserveArgs, run: Run, backend: LocalBackend) -> tuple[ProgramW
     port = placement.port("http")
     command = tuple(a.replace("{port}", str(port)) for a in args.command)
     spec = WorkloadSpec(
-        name=NAME,
-        command=command,
-        placement=placement,
-        env={"PORT": str(port), **leak_env},
-        readiness=Probe(ProbeKind.TCP, "http", interval=0.1) if args.load else None,
+        name=NAME, command=command, placement=placement, env={"PORT": str(port), **leak_env}
     )
     project = ProjectCode.of(args.info)
     log_path = run.dir / "logs" / f"{NAME}.log"
     detector = LogDetector(Timeline(), {NAME: log_path}, project=project)
-    started = tl.now()
-    watch = ProgramWatch(started, project, min_blocked=args.blocked)
-    window = _Window()
-    tl.event("fault.injected", f"observe:{Path(command[0]).name}", command=" ".join(command))
-    backend.start(spec)
     load: LoadGenerator | None = None
-    end = started + args.seconds
+    if args.load is not None:
+        load = LoadGenerator(
+            run,
+            locustfile=args.load,
+            host=f"http://127.0.0.1:{port}",
+            rate=args.rate,
+            duration=args.seconds + LOAD_SLACK_S,
+        )
     try:
-        if args.load is not None:
-            backend.wait_ready(NAME, timeout=READY_TIMEOUT_S)
-            load = LoadGenerator(
-                run,
-                locustfile=args.load,
-                host=f"http://127.0.0.1:{port}",
-                rate=args.rate,
-                duration=max(1.0, end - tl.now()),
-            )
+        if load is not None:
+            # Up before the program starts (locust takes seconds to): the program is
+            # under load from its first second, and the TTD is the program's own.
             load.start()
-        window = _loop(args, backend, detector, watch, dumper, end, tl, profile_dir)
+        started = tl.now()
+        watch = ProgramWatch(started, project, min_blocked=args.blocked)
+        tl.event("fault.injected", f"observe:{Path(command[0]).name}", command=" ".join(command))
+        backend.start(spec)
+        window = _loop(
+            args, backend, detector, watch, dumper, started + args.seconds, tl, profile_dir
+        )
     finally:
         if load is not None:
             load.stop()
@@ -373,6 +372,9 @@ def _watch(args: ObserveArgs, run: Run, backend: LocalBackend) -> tuple[ProgramW
             backend.stop(NAME, timeout=5.0)
         tl.event("fault.reverted", f"observe:{Path(command[0]).name}")
     _take_hits(detector, watch, tl, final=True)
+    if load is not None:
+        total = load.summary()["total"]
+        window.load = f"load: {total['requests']} requests, {total['failures']} failed"
     return watch, window
 
 
@@ -524,6 +526,8 @@ def _notes(args: ObserveArgs, window: _Window) -> list[str]:
         notes.append(f"delve: {window.delve_error}")
     if window.sigquit_dump:
         notes.append("the runtime's SIGQUIT dump was the last one (it ends the program)")
+    if window.load:
+        notes.append(window.load)
     return notes
 
 
@@ -550,4 +554,6 @@ def _notes_short(window: _Window) -> list[str]:
         out.append(f"{len(a)} delve dumps, paused {sum(a) / len(a):.2f}s each on average")
     if window.delve_error:
         out.append(f"delve: {window.delve_error}")
+    if window.load:
+        out.append(window.load)
     return out
