@@ -75,10 +75,11 @@ how: the program runs on the local backend with $PORT set (also substituted for
 every second, pausing it ~0.1-0.3 s each time; its output is scanned for the
 runtime's reports; at the end of the window SIGQUIT makes the runtime print its
 own dump (the program exits). A crash ends the window early.
---go-package PATH --leak-profile (Go >= 1.26): faultline builds the package with
-GOEXPERIMENT=goroutineleakprofile and a file of its own (go build -overlay) that
-writes the runtime's goroutine leak profile every second; it proves receives and
-selects blocked for good too, which dumps from outside cannot.
+--go-package PATH: faultline builds the package (cached) and, with Go >= 1.26,
+with GOEXPERIMENT=goroutineleakprofile and a file of its own (go build -overlay)
+that writes the runtime's goroutine leak profile every second: it proves
+receives and selects blocked for good too, which dumps from outside cannot
+(--no-leak-profile: a plain build).
 
 exit codes: 1 a finding, 0 clean, 2 bad input, 130/143 interrupted.
 
@@ -113,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage=(
             "faultline observe [--race] [--for SECONDS] [--load LOCUSTFILE --rate N] "
-            "[--go-package PATH [--leak-profile]] [--blocked SECONDS] [--report-dir DIR] "
+            "[--go-package PATH [--no-leak-profile]] [--blocked SECONDS] [--report-dir DIR] "
             "[-- COMMAND ARGS...]"
         ),
     )
@@ -145,9 +146,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="blocked this long on a lock, send, Cond or WaitGroup is a deadlock",
     )
     p.add_argument(
-        "--leak-profile",
+        "--no-leak-profile",
         action="store_true",
-        help="with --go-package (Go >= 1.26): build with the runtime's goroutine leak profile",
+        help="with --go-package: build without the runtime's goroutine leak profile",
     )
     p.add_argument(
         "--no-delve",
@@ -188,23 +189,26 @@ def parse_args(ns: argparse.Namespace) -> ObserveArgs:
     rate = DEFAULT_RATE
     if ns.rate is not None:
         rate = _seconds(ns.rate, "--rate", MAX_RATE)  # same shape: a number > 0 up to a bound
-    if ns.leak_profile and ns.go_package is None:
+    if ns.no_leak_profile and ns.go_package is None:
         raise ConfigError(
-            "--leak-profile",
-            "needs --go-package: only a program faultline builds can have the profile",
-            expected="--go-package PATH --leak-profile",
+            "--no-leak-profile",
+            "applies to --go-package only: a binary given is observed as it is",
+            expected="--go-package PATH --no-leak-profile",
         )
+    leak_profile = False
     if ns.go_package is not None:
         extra: dict[str, str] = {}
-        if ns.leak_profile:
-            leakprofile.check_go(gobuild.go_version(gobuild.find_go()))
+        leak_profile = not ns.no_leak_profile and leakprofile.available(
+            gobuild.go_version(gobuild.find_go())
+        )
+        if leak_profile:
             extra[leakprofile.FILE_NAME] = leakprofile.SOURCE
         binary = gobuild.build_package(
             Path(ns.go_package),
             race=ns.race,
             field="--go-package",
             extra_files=extra,
-            goexperiment=leakprofile.EXPERIMENT if ns.leak_profile else "",
+            goexperiment=leakprofile.EXPERIMENT if leak_profile else "",
         )
         command = [str(binary), *command]
     elif not command:
@@ -237,7 +241,7 @@ def parse_args(ns: argparse.Namespace) -> ObserveArgs:
         rate=rate,
         report_dir=Path(ns.report_dir).resolve(),
         delve=not ns.no_delve,
-        leak_profile=ns.leak_profile,
+        leak_profile=leak_profile,
     )
 
 
@@ -521,7 +525,9 @@ def _notes(args: ObserveArgs, window: _Window) -> list[str]:
             "built with GOEXPERIMENT=goroutineleakprofile: the runtime's leak profile read"
         )
     else:
-        notes.append("no goroutine leak profile (it needs --go-package --leak-profile, Go >= 1.26)")
+        notes.append(
+            "no goroutine leak profile: it needs a build by faultline (--go-package), Go >= 1.26"
+        )
     if window.delve_error:
         notes.append(f"delve: {window.delve_error}")
     if window.sigquit_dump:

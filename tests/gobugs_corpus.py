@@ -43,7 +43,7 @@ class Program:
     shape: str
     race: bool
     load: bool
-    leak_profile: bool  # observed as --go-package --leak-profile (the runtime's profile)
+    leak_profile: bool  # observed as --go-package (built with the runtime's leak profile)
     deterministic: bool
     want: frozenset[str]  # "cmd/x/main.go:12": the lines a finding may name
 
@@ -92,7 +92,7 @@ def programs() -> list[Program]:
 
 def build(program: Program) -> Path:
     """The program's binary (cached; a -race build for the race programs; for the
-    leak-profile ones, the build ``observe --go-package --leak-profile`` makes)."""
+    leak-profile ones, the build ``observe --go-package`` makes)."""
     if program.leak_profile:
         return gobuild.build_package(
             CORPUS / "cmd" / program.name,
@@ -151,7 +151,7 @@ def observe(program: Program, binary: Path, report_dir: Path, *, seconds: float)
         args += ["--load", str(LOADFILE), "--rate", "40"]
     target = ["--", str(binary)]
     if program.leak_profile:  # faultline builds it (the cached build of build())
-        target = ["--go-package", str(CORPUS / "cmd" / program.name), "--leak-profile"]
+        target = ["--go-package", str(CORPUS / "cmd" / program.name)]
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "observe", *args, *target],

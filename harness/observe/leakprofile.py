@@ -6,8 +6,8 @@ a channel, lock, Cond or WaitGroup that no runnable goroutine can reach any
 more, i.e. blocked for good, with ``(leaked)`` after their wait reason. Unlike
 dumps from outside it also proves a receive or a select that will never
 return. It exists only in binaries built with the experiment, and is read only
-from inside: so it is used for ``faultline observe --go-package PATH
---leak-profile``, where faultline compiles :data:`SOURCE` into the package
+from inside: so it is used for ``faultline observe --go-package PATH`` (unless
+``--no-leak-profile``), where faultline compiles :data:`SOURCE` into the package
 (``go build -overlay``: the program's directory is not touched). That file
 writes the profile to ``$FAULTLINE_LEAKPROFILE_DIR/goroutineleak.txt`` once a
 second (each write runs a GC cycle); nothing happens without the variable.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.errors import ConfigError
 from harness.observe.goroutines import Dump, parse_dump
 
 __all__ = [
@@ -29,7 +28,7 @@ __all__ = [
     "MIN_GO",
     "PROFILE",
     "SOURCE",
-    "check_go",
+    "available",
     "read_profile",
 ]
 
@@ -38,7 +37,7 @@ MIN_GO = (1, 26)
 ENV = "FAULTLINE_LEAKPROFILE_DIR"
 FILE_NAME = "zz_faultline_leakprofile.go"
 PROFILE = "goroutineleak.txt"
-SOURCE = f"""// Added by faultline observe --leak-profile (go build -overlay), not in the sources.
+SOURCE = f"""// Added by faultline observe --go-package (go build -overlay), not in the sources.
 package main
 
 import (
@@ -69,15 +68,10 @@ func init() {{
 """
 
 
-def check_go(go_version: str) -> None:
-    """ConfigError unless this Go (``go1.26.8``) has the experiment."""
+def available(go_version: str) -> bool:
+    """Whether this Go (``go1.26.8``) has the experiment."""
     m = re.match(r"go(\d+)\.(\d+)", go_version)
-    if not m or (int(m.group(1)), int(m.group(2))) < MIN_GO:
-        raise ConfigError(
-            "--leak-profile",
-            f"{go_version} has no goroutine leak profile",
-            expected=f"Go >= {MIN_GO[0]}.{MIN_GO[1]} (GOEXPERIMENT={EXPERIMENT})",
-        )
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= MIN_GO
 
 
 def read_profile(directory: Path, *, taken_at: float) -> Dump | None:
