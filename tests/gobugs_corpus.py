@@ -90,17 +90,21 @@ def programs() -> list[Program]:
     return out
 
 
+def _package(program: Program) -> Path:
+    return CORPUS / "cmd" / program.name.split("+", 1)[0]  # "ctl_x+leakprofile": a variant
+
+
 def build(program: Program) -> Path:
     """The program's binary (cached; a -race build for the race programs; for the
     leak-profile ones, the build ``observe --go-package`` makes)."""
     if program.leak_profile:
         return gobuild.build_package(
-            CORPUS / "cmd" / program.name,
+            _package(program),
             race=program.race,
             extra_files={leakprofile.FILE_NAME: leakprofile.SOURCE},
             goexperiment=leakprofile.EXPERIMENT,
         )
-    return gobuild.build_package(CORPUS / "cmd" / program.name, race=program.race)
+    return gobuild.build_package(_package(program), race=program.race)
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def observe(program: Program, binary: Path, report_dir: Path, *, seconds: float)
         args += ["--load", str(LOADFILE), "--rate", "40"]
     target = ["--", str(binary)]
     if program.leak_profile:  # faultline builds it (the cached build of build())
-        target = ["--go-package", str(CORPUS / "cmd" / program.name)]
+        target = ["--go-package", str(_package(program))]
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "observe", *args, *target],

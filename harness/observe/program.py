@@ -53,6 +53,8 @@ from harness.observe.logs import Hit
 __all__ = ["CLASSES", "ProgramFinding", "ProgramWatch", "own_frames"]
 
 LEAKED = " (leaked)"  # after the wait reason, in the leak profile
+# Blocked for good on purpose: ``select {}`` keeps a daemon's main (or a goroutine) alive.
+PARKED_FOR_GOOD = frozenset({"select (no cases)"})
 CLASSES = ("global_deadlock", "partial_deadlock", "goroutine_leak", "data_race", "crash")
 # A report pattern of harness.observe.logs -> its class.
 _HIT_CLASS = {"all_goroutines_asleep": "global_deadlock", "data_race": "data_race"}
@@ -161,12 +163,13 @@ class ProgramWatch:
     def add_leak_profile(self, dump: Dump) -> list[ProgramFinding]:
         """Add the runtime's goroutine leak profile (:mod:`harness.observe.leakprofile`):
         each group of goroutines it proves blocked for good is a partial deadlock, or
-        a leak when there are ``min_growth`` or more of them; return the new findings."""
+        a leak when there are ``min_growth`` or more of them (``select {}`` is parked on
+        purpose, not a finding); return the new findings."""
         at = dump.taken_at if dump.taken_at is not None else self.started_at
         leaked = [
             replace(g, state=g.state.removesuffix(LEAKED))
             for g in own_frames(dump, self.project).goroutines
-            if g.state.endswith(LEAKED)
+            if g.state.endswith(LEAKED) and g.state.removesuffix(LEAKED) not in PARKED_FOR_GOOD
         ]
         new: list[ProgramFinding] = []
         for sig, grp in group(Dump(tuple(leaked), dump.taken_at)).items():

@@ -266,6 +266,8 @@ def test_the_runtime_leak_profile_proves_what_is_blocked_for_good() -> None:
     )
     assert f.frame == Frame("main.produce", "example.com/gobugs/cmd/orphansend/main.go", 12)
     assert watch.add_leak_profile(parse_dump(text, taken_at=2.5)) == []  # known already
+    keepalive = Dump((_g(1, "select (no cases) (leaked)", 9, None, "main.main"),), taken_at=3.0)
+    assert watch.add_leak_profile(keepalive) == []  # select {}: parked on purpose
 
 
 def test_leak_profile_needs_go_1_26() -> None:
