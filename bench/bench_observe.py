@@ -86,16 +86,18 @@ def main() -> int:
     with ThreadPoolExecutor(4) as pool:
         binaries = dict(zip(progs, pool.map(build, progs), strict=True))
     print(f"built {len(binaries)} programs in {time.monotonic() - t0:.1f}s (cached)")
-    root = Path(tempfile.mkdtemp(prefix="bench-observe-"))
 
-    def run(p: Program) -> Outcome:
+    def run(p: Program, root: Path) -> Outcome:
         (root / p.name).mkdir()
         window = ns.window + (6.0 if p.load else 0.0)
         return observe(p, binaries[p], root / p.name, seconds=window)
 
     t0 = time.monotonic()
-    with ThreadPoolExecutor(ns.parallel) as pool:
-        outcomes = list(pool.map(run, progs))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-observe-") as tmp,
+        ThreadPoolExecutor(ns.parallel) as pool,
+    ):
+        outcomes = list(pool.map(lambda p: run(p, Path(tmp)), progs))
     elapsed = time.monotonic() - t0
     print(f"\n{'program':18} {'expected':18} {'found at':30} {'TTD s':>6} {'attrib.':7} verdict")
     for o in outcomes:
