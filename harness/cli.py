@@ -1,4 +1,4 @@
-"""The ``faultline`` command: doctor, list, run, report, coverage, clean.
+"""The ``faultline`` command: doctor, list, run, report, coverage, clean, observe.
 
 Exit codes: 0 success; 1 a scenario failed or something was left behind;
 2 bad input (names the field); 130/143 interrupted (everything reverted).
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import coverage_cmd, doctor
+from harness import coverage_cmd, doctor, observe_cmd
 from harness.config import (
     BACKENDS,
     IMPLEMENTED_BACKENDS,
@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("clean", help="reap runs whose owner is gone (after a SIGKILL)")
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
+    observe_cmd.register(sub)
     return p
 
 

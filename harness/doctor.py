@@ -20,7 +20,7 @@ class Finding:
     ok: bool
     detail: str
     fix: str
-    needed_by: str  # "local", "docker", "kubernetes", "all"
+    needed_by: str  # "local", "docker", "kubernetes", "observe" (faultline observe), "all"
 
 
 def cgroup_version() -> int | None:
@@ -77,6 +77,21 @@ def _go() -> Finding:
     return Finding("go", True, f"{go}: {gobuild.go_version(go)}", "", "all")
 
 
+def _delve() -> Finding:
+    from harness.observe.delve import DLV_VERSION, dlv_binary
+
+    try:
+        dlv = dlv_binary(build=False)
+    except MissingDependency as err:
+        return Finding("dlv", False, "not on PATH nor in the bin cache", err.fix, "observe")
+    out = subprocess.run(
+        [str(dlv), "version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    version = next((ln.split()[-1] for ln in out.splitlines() if ln.startswith("Version:")), "?")
+    detail = f"{dlv}: {version} (faultline pins {DLV_VERSION}; it attaches to observed programs)"
+    return Finding("dlv", True, detail, "", "observe")
+
+
 def _cgroups() -> Finding:
     v = cgroup_version()
     fix = "mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup (run as root)"
@@ -98,6 +113,7 @@ def diagnose() -> list[Finding]:
         _binary("iptables", ["--version"], f"{apt} iptables", "local"),
         _binary("ip", ["-V"], f"{apt} iproute2", "local"),
         _cgroups(),
+        _delve(),
         _docker_engine(),
         _binary("kind", ["version"], "go install sigs.k8s.io/kind@latest", "kubernetes"),
         _binary("kubectl", ["version", "--client"], f"{apt} kubernetes-client", "kubernetes"),

@@ -15,6 +15,7 @@ Example::
     from harness.gobuild import build
     orderd = build("orderd")             # ~/.cache/faultline/bin/orderd-<key>
     racy = build("orderd", race=True)
+    prog = build_package(Path("tests/gobugs/cmd/doublelock"))   # any module's main package
 
 Prebuild everything (CI): ``python -m harness.gobuild [--race] [--proto] [targets...]``.
 """
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -32,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from harness.config import env_setting, parse_abs_path
@@ -42,9 +44,11 @@ __all__ = [
     "GO_TARGETS_DIR",
     "MIN_GO",
     "build",
+    "build_package",
     "cache_dir",
     "find_go",
     "generate_python_stubs",
+    "go_install",
     "go_version",
     "list_targets",
     "main",
@@ -161,49 +165,159 @@ def build(target: str, *, race: bool = False) -> Path:
     if not _TARGET_RE.match(target) or not (GO_TARGETS_DIR / "cmd" / target).is_dir():
         known = ", ".join(list_targets()) if (GO_TARGETS_DIR / "cmd").is_dir() else "none"
         raise ConfigError("target", f"no Go target {target!r}", expected=f"one of: {known}")
+    return _compile(target, GO_TARGETS_DIR, f"./cmd/{target}", race=race)
+
+
+def _main_package(path: Path, field: str) -> Path:
+    """The module root of the Go main package in ``path``; ConfigError naming ``field``."""
+    sources = (
+        [p for p in path.glob("*.go") if not p.name.endswith("_test.go")] if path.is_dir() else []
+    )
+    if not sources:
+        raise ConfigError(field, f"{path} holds no Go package", expected="a directory of .go files")
+    if not any(re.search(r"^package main\b", p.read_text(errors="replace"), re.M) for p in sources):
+        raise ConfigError(field, f"{path} is not a main package", expected="package main")
+    for parent in (path, *path.parents):
+        if (parent / "go.mod").is_file():
+            return parent
+    raise ConfigError(field, f"{path} is not inside a Go module", expected="a go.mod above it")
+
+
+def build_package(
+    path: Path,
+    *,
+    race: bool = False,
+    field: str = "package",
+    extra_files: Mapping[str, str] | None = None,
+    goexperiment: str = "",
+) -> Path:
+    """Compile the Go main package in directory ``path`` (any module), cached like
+    :func:`build`: keyed by the hash of its module's sources, the package and the flags.
+
+    ``extra_files`` (file name -> Go source) are compiled into the package through
+    ``go build -overlay``, leaving its directory untouched; ``goexperiment`` sets
+    ``GOEXPERIMENT``. :class:`ConfigError` (naming ``field``) when ``path`` is not
+    a main package in a module.
+    """
+    path = path.resolve()
+    module = _main_package(path, field)
+    rel = path.relative_to(module).as_posix()
+    name = re.sub(r"[^a-z0-9_-]", "-", path.name.lower()) or "main"
+    extra = dict(extra_files or {})
+    key_extra = (
+        f"{module}:{rel}:{goexperiment}:"
+        + hashlib.sha256(repr(sorted(extra.items())).encode()).hexdigest()
+    )
+    with tempfile.TemporaryDirectory(prefix="faultline-overlay-") as tmp:
+        flags: list[str] = []
+        if extra:
+            replace = {}
+            for fname, source in extra.items():
+                (Path(tmp) / fname).write_text(source)
+                replace[str(path / fname)] = str(Path(tmp) / fname)
+            (Path(tmp) / "overlay.json").write_text(json.dumps({"Replace": replace}))
+            flags = ["-overlay", str(Path(tmp) / "overlay.json")]
+        env = {"GOEXPERIMENT": goexperiment} if goexperiment else {}
+        return _compile(
+            name, module, f"./{rel}", race=race, key_extra=key_extra, flags=flags, env=env
+        )
+
+
+def _compile(
+    name: str,
+    module: Path,
+    package: str,
+    *,
+    race: bool,
+    key_extra: str = "",
+    flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Path:
     go = find_go()
     ver = go_version(go)
-    key = source_key(target, race=race, go_ver=ver)
+    key = source_key(name + key_extra, race=race, go_ver=ver, src=module)
     out_dir = cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / f"{target}-{key}{'-race' if race else ''}"
+    final = out_dir / f"{name}-{key}{'-race' if race else ''}"
     if final.is_file():
         return final
-    with _locked(out_dir / f".{target}{'-race' if race else ''}.lock"):
+    with _locked(out_dir / f".{name}{'-race' if race else ''}.lock"):
         if final.is_file():  # built by a concurrent caller meanwhile
             return final
-        fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{target}-", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{name}-", suffix=".tmp")
         os.close(fd)
         tmp = Path(tmp_name)
-        args = [str(go), "build", "-trimpath", "-o", str(tmp)]
+        args = [str(go), "build", "-trimpath", *flags, "-o", str(tmp)]
         if race:
             args.append("-race")
-        args.append(f"./cmd/{target}")
-        env = dict(os.environ, CGO_ENABLED="1" if race else "0")
-        logger.info("building %s (race=%s) with %s", target, race, ver)
+        args.append(package)
+        build_env = {**os.environ, "CGO_ENABLED": "1" if race else "0", **(env or {})}
+        logger.info("building %s (race=%s) with %s", name, race, ver)
         try:
             res = subprocess.run(
                 args,
-                cwd=GO_TARGETS_DIR,
-                env=env,
+                cwd=module,
+                env=build_env,
                 capture_output=True,
                 text=True,
                 timeout=BUILD_TIMEOUT_S,
                 check=False,
             )
             if res.returncode != 0:
-                err = ComponentStartError(f"go build of {target} (race={race}) failed")
+                err = ComponentStartError(f"go build of {name} (race={race}) failed")
                 err.add_note((res.stdout + res.stderr)[-4000:])
                 raise err
             tmp.chmod(0o755)
             os.replace(tmp, final)
         except subprocess.TimeoutExpired as exc:
             raise ComponentStartError(
-                f"go build of {target} took longer than {BUILD_TIMEOUT_S:.0f}s"
+                f"go build of {name} took longer than {BUILD_TIMEOUT_S:.0f}s"
             ) from exc
         finally:
             tmp.unlink(missing_ok=True)
     return final
+
+
+def go_install(package: str, version: str, binary: str, *, build: bool = True) -> Path:
+    """A pinned Go tool (``go install PACKAGE@VERSION``): PATH, then the bin cache.
+
+    When absent and ``build`` is set, it is built into the cache once (renamed into
+    place, so a concurrent caller sees the old state or a whole binary);
+    :class:`MissingDependency` with the command to run when it cannot be.
+    """
+    found = shutil.which(binary)
+    if found:
+        return Path(found)
+    cached = cache_dir() / binary
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return cached
+    built = package.rstrip("/").rsplit("/", 1)[-1]
+    fix = (
+        f"d=$(mktemp -d) && GOBIN=$d go install {package}@{version} && "
+        f"mkdir -p {cached.parent} && mv $d/{built} {cached}"
+    )
+    if not build:
+        raise MissingDependency(binary, fix)
+    try:
+        go = find_go()
+    except MissingDependency as err:
+        raise MissingDependency(binary, f"{err.fix}; then {fix}") from err
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"faultline-{binary}-") as tmp:
+        logger.info("building %s %s into %s", binary, version, cached)
+        res = subprocess.run(
+            [str(go), "install", f"{package}@{version}"],
+            cwd=tmp,
+            env={**os.environ, "GOBIN": tmp, "CGO_ENABLED": "0"},
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise MissingDependency(binary, f"{fix} (go install failed: {res.stderr.strip()})")
+        os.replace(Path(tmp) / built, cached)
+    return cached
 
 
 def generate_python_stubs(out_dir: Path = PROTO_OUT_DIR) -> list[Path]:

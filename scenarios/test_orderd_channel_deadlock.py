@@ -53,6 +53,7 @@ from harness.components.prometheus import Prometheus, ScrapeTarget
 from harness.faults.base import Scope
 from harness.faults.bugs import BugSwitch
 from harness.load import LoadGenerator
+from harness.observe.buildinfo import ProjectCode
 from harness.observe.goroutines import Dump, Finding, find_deadlocks, parse_dump
 from harness.observe.logs import LogDetector
 from harness.observe.oom import OomWatcher
@@ -88,17 +89,6 @@ ALERT = "GoProcessRestarted"
 QUIET_IN_CONTROL = (ALERT, "GoGoroutinesGrowing", "OrderdSuccessRatioLow", "OrderdLatencyP99High")
 BUDGET = Budget(max_ttd=15.0, max_ttr=12.0, must_fire=(ALERT,))
 FAULT = "bug:channel_deadlock"
-ORDERD_PKG = "github.com/faultline/faultline/go_targets/internal/orderd"
-# Goroutines that wait in a select for their whole life by design (the pool's
-# idle workers wake on a 100 ms ticker; Server.Run waits for shutdown): the
-# dumps cannot see their wake-ups, so they would read as deadlocked.
-IDLE_WAITS = frozenset(
-    {
-        ("select", f"{ORDERD_PKG}.(*reservePool).worker"),
-        ("select", f"{ORDERD_PKG}.(*Server).Run"),
-    }
-)
-
 GLOBAL_BUDGET = Budget(max_ttd=8.0)
 GLOBAL_FAULT = "bug:global_deadlock"
 
@@ -144,17 +134,18 @@ class DumpTaker(Poller):
         return [d for g, d in self.dumps if g == n]
 
 
-def deadlocks(dumps: list[Dump]) -> list[Finding]:
-    """find_deadlocks without orderd's by-design idle waits."""
-    return find_deadlocks(dumps, min_blocked=MIN_BLOCKED_S, ignore=IDLE_WAITS)
+def deadlocks(dumps: list[Dump], project: ProjectCode) -> list[Finding]:
+    """find_deadlocks attributed to orderd's own code (its binary's main module). Its
+    by-design idle waits (workers in a select on a ticker) are parking, not deadlocks."""
+    return find_deadlocks(dumps, min_blocked=MIN_BLOCKED_S, project=project)
 
 
-def scan(dumps: list[Dump]) -> list[tuple[float, list[Finding]]]:
+def scan(dumps: list[Dump], project: ProjectCode) -> list[tuple[float, list[Finding]]]:
     """:func:`deadlocks` as a detector running at each dump: (dump time, findings)."""
     out = []
     for i, d in enumerate(dumps):
         if d.taken_at is not None:
-            out.append((d.taken_at, deadlocks(dumps[: i + 1])))
+            out.append((d.taken_at, deadlocks(dumps[: i + 1], project)))
     return out
 
 
@@ -233,8 +224,8 @@ def test_channel_deadlock_hangs_reserve_fails_liveness_and_the_restart_heals_it(
     restarted_at = restarts[0].t if restarts else None
     pre_restart = dumper.generation(0)
     control_dumps = [d for d in pre_restart if d.taken_at is not None and d.taken_at <= control[1]]
-    _record_first_deadlock_finding(tl, pre_restart, after=fault[0])
-    control_findings = [f for _, fs in scan(control_dumps) for f in fs]
+    _record_first_deadlock_finding(tl, pre_restart, after=fault[0], project=orderd.project)
+    control_findings = [f for _, fs in scan(control_dumps, orderd.project) for f in fs]
     incident.check(
         CheckResult(
             "control:no_restart",
@@ -262,7 +253,7 @@ def test_channel_deadlock_hangs_reserve_fails_liveness_and_the_restart_heals_it(
         detected_within(
             tl, fault=FAULT, kind="detector.hit", name="goroutine_deadlock", budget=incident.budget
         ),
-        _dumps_name_the_blocked_send(pre_restart),
+        _dumps_name_the_blocked_send(pre_restart, orderd.project),
         recovered_within(
             tl.series("load.reserve.success_ratio"),
             after=restarted_at if restarted_at is not None else fault[1],
@@ -297,10 +288,12 @@ def _reserve_ok_again(tl: Timeline) -> bool:
     return bool(after and ratio) and ratio[-1].t > after[0].t + 1 and ratio[-1].value >= 0.99
 
 
-def _record_first_deadlock_finding(tl: Timeline, dumps: list[Dump], *, after: float) -> None:
+def _record_first_deadlock_finding(
+    tl: Timeline, dumps: list[Dump], *, after: float, project: ProjectCode
+) -> None:
     """The dump detector's hit: the first dump (from the fault on) whose analysis finds a
     goroutine blocked past the threshold, put on the timeline at that dump's time."""
-    for at, findings in scan(dumps):
+    for at, findings in scan(dumps, project):
         found = [f for f in findings if f.state == "chan send"]
         if at >= after and found:
             tl.event(
@@ -369,11 +362,11 @@ def _reserve_hangs_while_ping_answers(
     )
 
 
-def _dumps_name_the_blocked_send(dumps: list[Dump]) -> CheckResult:
+def _dumps_name_the_blocked_send(dumps: list[Dump], project: ProjectCode) -> CheckResult:
     """The last dump before the restart: goroutines blocked on a channel send for longer
     than the threshold, with the function and file:line in orderd's code."""
     name = "dump_analysis_names_the_blocked_send"
-    findings = deadlocks(dumps)
+    findings = deadlocks(dumps, project)
     sends = [f for f in findings if f.state == "chan send" and f.top_frame is not None]
     last = dumps[-1].taken_at if dumps else None
     figures: dict[str, float | str | None] = {
@@ -410,7 +403,9 @@ def test_global_deadlock_dies_with_all_goroutines_asleep_and_the_log_detector_na
     )
     tl = run.timeline
     with OrderService(backend, run) as orderd:
-        detector = LogDetector(tl, {orderd.name: backend.log_path(orderd.name)})
+        detector = LogDetector(
+            tl, {orderd.name: backend.log_path(orderd.name)}, project=orderd.project
+        )
         crash = BugSwitch(
             Scope(run=run, backend=backend),
             orderd.admin_url,

@@ -92,7 +92,9 @@ def test_race_detector_names_both_sides_of_the_cache_race(
             intensity=CACHE_WRITES_PER_REQUEST,
             max_duration=RACE_MAX_S + 30,
         )
-        detector = LogDetector(tl, {orderd.name: backend.log_path(orderd.name)})
+        detector = LogDetector(
+            tl, {orderd.name: backend.log_path(orderd.name)}, project=orderd.project
+        )
         with incident.observing(load, detector):
             with incident.phase("baseline"):
                 incident.hold(BASELINE_S)

@@ -46,6 +46,7 @@ from harness.components.prometheus import Prometheus, ScrapeTarget
 from harness.faults.base import Scope
 from harness.faults.bugs import BugSwitch
 from harness.load import LoadGenerator
+from harness.observe.buildinfo import ProjectCode
 from harness.observe.goroutines import Dump, Finding, find_leaks, parse_dump
 from harness.observe.prom import AlertWatcher, SeriesSampler
 from harness.run import Run
@@ -130,7 +131,7 @@ def test_goroutine_leak_grows_with_traffic_fires_the_alert_and_dumps_name_the_st
                 for _ in range(int(FAULT_S / DUMP_EVERY_S)):
                     incident.hold(DUMP_EVERY_S)
                     fault_dumps.append(_dump(orderd, run))
-                    _record_first_leak_finding(incident, fault_dumps)
+                    _record_first_leak_finding(incident, fault_dumps, orderd.project)
             switched_off = tl.now()
             with incident.phase("recovery"):
                 incident.hold_until(
@@ -152,8 +153,8 @@ def test_goroutine_leak_grows_with_traffic_fires_the_alert_and_dumps_name_the_st
     incident.figure_from_series("throughput (req/s)", "load.rps", worst="min", tail=3.0)
     baseline = incident.window("baseline") or (0.0, 0.0)
     control = incident.window("control") or (0.0, 0.0)
-    control_leaks = find_leaks(control_dumps)
-    fault_leaks = find_leaks(fault_dumps)
+    control_leaks = find_leaks(control_dumps, project=orderd.project)
+    fault_leaks = find_leaks(fault_dumps, project=orderd.project)
     incident.check(
         _flat_in_control(incident, control),
         CheckResult(
@@ -202,12 +203,12 @@ def _requests_served(orderd: OrderService) -> float:
     return sum(float(v) for v in _REQUESTS.findall(resp.text))
 
 
-def _record_first_leak_finding(incident: Incident, dumps: list[Dump]) -> None:
+def _record_first_leak_finding(incident: Incident, dumps: list[Dump], project: ProjectCode) -> None:
     """The dump detector's hit: the first dump whose analysis names a leak, on the timeline."""
     tl = incident.timeline
     if tl.events("detector.hit", "goroutine_leak"):
         return
-    findings = find_leaks(dumps)
+    findings = find_leaks(dumps, project=project)
     if findings:
         tl.event(
             "detector.hit",

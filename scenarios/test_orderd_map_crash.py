@@ -104,7 +104,9 @@ def test_map_race_crashes_orderd_and_the_restart_recovers(
             intensity=CACHE_WRITES_PER_REQUEST,
             max_duration=CRASH_MAX_S + 30,
         )
-        detector = LogDetector(tl, {orderd.name: backend.log_path(orderd.name)})
+        detector = LogDetector(
+            tl, {orderd.name: backend.log_path(orderd.name)}, project=orderd.project
+        )
         with incident.observing(
             load,
             detector,

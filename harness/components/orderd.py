@@ -33,6 +33,7 @@ from harness.backends.base import (
 from harness.components.base import Component, log_tail
 from harness.components.etcd import EtcdCluster
 from harness.errors import ComponentStartError, ConfigError
+from harness.observe.buildinfo import MAIN_ONLY, ProjectCode, read_buildinfo
 from harness.run import Run
 
 __all__ = ["BUGS", "OrderService"]
@@ -95,11 +96,14 @@ class OrderService(Component):
         self.start_timeout = start_timeout
         self._placement: Placement | None = None
         self._http: httpx.Client | None = None
+        # Its own code, from the binary's build info: what findings are attributed to.
+        self.project: ProjectCode = MAIN_ONLY
 
     def start(self) -> Self:
         if self._placement is not None:
             return self
         binary = gobuild.build("orderd", race=self.race)
+        self.project = ProjectCode.of(read_buildinfo(binary))
         files = _FILES if self.etcd else ()
         p = self.backend.plan(self.name, ports=["http", "grpc", "admin"], files=files)
         self._placement = p

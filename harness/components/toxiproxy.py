@@ -15,13 +15,8 @@ Toxics themselves are faults: see :mod:`harness.faults.network`.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Self
 
 import httpx
@@ -36,7 +31,7 @@ from harness.backends.base import (
     dial_address,
 )
 from harness.components.base import Component, log_tail
-from harness.errors import ComponentStartError, ConfigError, MissingDependency
+from harness.errors import ComponentStartError, ConfigError
 from harness.run import Run
 
 __all__ = ["TOXIPROXY_VERSION", "Proxy", "Toxiproxy", "toxiproxy_binary"]
@@ -54,38 +49,7 @@ def toxiproxy_binary(*, build: bool = True) -> str:
     When absent and ``build`` is set, ``go install`` builds the pinned version
     into the cache (about a minute, once); MissingDependency when it cannot.
     """
-    found = shutil.which(_BINARY)
-    if found:
-        return found
-    cached = gobuild.cache_dir() / _BINARY
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return str(cached)
-    fix = (
-        f"d=$(mktemp -d) && GOBIN=$d go install {_PACKAGE}@{TOXIPROXY_VERSION} && "
-        f"mkdir -p {cached.parent} && mv $d/server {cached}"
-    )
-    if not build:
-        raise MissingDependency(_BINARY, fix)
-    try:
-        go = gobuild.find_go()
-    except MissingDependency as err:
-        raise MissingDependency(_BINARY, f"{err.fix}; then {fix}") from err
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="faultline-toxiproxy-") as tmp:
-        log.info("building %s %s into %s", _BINARY, TOXIPROXY_VERSION, cached)
-        res = subprocess.run(
-            [str(go), "install", f"{_PACKAGE}@{TOXIPROXY_VERSION}"],
-            cwd=tmp,
-            env={**os.environ, "GOBIN": tmp, "CGO_ENABLED": "0"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise MissingDependency(_BINARY, f"{fix} (go install failed: {res.stderr.strip()})")
-        # Renamed into place: a concurrent caller sees the old state or a whole binary.
-        os.replace(Path(tmp) / "server", cached)
-    return str(cached)
+    return str(gobuild.go_install(_PACKAGE, TOXIPROXY_VERSION, _BINARY, build=build))
 
 
 @dataclass(frozen=True)

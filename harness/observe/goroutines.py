@@ -14,7 +14,11 @@ Two findings, from successive dumps of one process:
   dumps that far apart, or through the ``N minutes`` the runtime printed. Groups
   that grow are leaks, not deadlocks.
 
-Each finding names its top frame in the project's code (function + file:line).
+Each finding names its top frame in the project's code (function + file:line):
+``project`` is a :class:`~harness.observe.buildinfo.ProjectCode` made from the
+binary's build info (its main module); the default counts ``main.*`` only.
+Dumps come from ``debug=2`` (:func:`parse_dump`, also a crash's or SIGQUIT's
+stacks) or from delve attached from outside (:func:`parse_delve`).
 
 >>> dumps = [parse_dump(text, taken_at=t, requests=n) for text, t, n in captured]  # doctest: +SKIP
 >>> for f in find_leaks(dumps) + find_deadlocks(dumps, min_blocked=10): print(f)  # doctest: +SKIP
@@ -28,8 +32,12 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from harness.observe.buildinfo import MAIN_ONLY
+
 __all__ = [
     "BLOCKING_STATES",
+    "DEADLOCK_STATES",
+    "RUNS_MARKER",
     "Dump",
     "Finding",
     "Frame",
@@ -38,7 +46,7 @@ __all__ = [
     "find_deadlocks",
     "find_leaks",
     "group",
-    "is_project_function",
+    "parse_delve",
     "parse_dump",
 ]
 
@@ -61,32 +69,28 @@ BLOCKING_STATES = frozenset(
         "sync.WaitGroup.Wait",
     }
 )
-
-# Modules that are not the project's even though their path has a dot.
-_THIRD_PARTY = (
-    "golang.org/x/",
-    "google.golang.org/",
-    "github.com/prometheus/",
-    "go.etcd.io/",
-    "github.com/golang/",
-    "github.com/grpc-ecosystem/",
-    "go.uber.org/",
-    "github.com/Shopify/",
-)
+# The blocking waits that are a deadlock once they last: a lock not released, a
+# send nobody takes, a nil channel, a Cond or WaitGroup not woken. Not in it, as
+# legitimate parking: ``chan receive`` and ``select`` (idle workers, loops on a
+# ticker, a main waiting for its shutdown signal: from outside, their wake-ups
+# cannot be told from never) and ``select (no cases)`` (``select {}`` keeps a
+# daemon's main alive). Those still count as leaks when their group grows.
+DEADLOCK_STATES = BLOCKING_STATES - {"chan receive", "select", "select (no cases)"}
 
 _HEADER = re.compile(r"^goroutine (\d+)(?: [^\[]*)? ?\[([^\]]*)\]:$")
-_LOCATION = re.compile(r"^\t(.+?):(\d+)(?: \+0x[0-9a-f]+)?$")
+_LOCATION = re.compile(r"^\t(.+?):(\d+)(?: \+0x[0-9a-f]+)?(?: fp=\S+ sp=\S+ pc=\S+)?$")
 _CREATED = re.compile(r"^created by (\S+?)(?: in goroutine \d+)?$")
 _MINUTES = re.compile(r"^(\d+) minutes$")
-
-
-def is_project_function(function: str) -> bool:
-    """Default test for "the project's code": ``main.*`` or a module path outside
-    the standard library and the well-known third-party modules."""
-    if function.startswith("main."):
-        return True
-    first = function.split("/", 1)[0]
-    return "." in first and "/" in function and not function.startswith(_THIRD_PARTY)
+# delve's `goroutines -g -t`: "  Goroutine 6 - Go: /src/main.go:17 main.main (0x49e54c)
+# [sync.Mutex.Lock]" on one line (running ones end with "(thread N)" and have no
+# wait reason); then per frame
+# "\t0  0x000000000047974e in runtime.gopark" and "\t    at /src/runtime/proc.go:463".
+_DLV_HEADER = re.compile(r"^\s*\*?\s*Goroutine (\d+) - .*?(?:\[([^\]]*)\])?$")
+_DLV_FRAME = re.compile(r"^\s*\d+\s+0x[0-9a-f]+ in (\S+)$")
+_DLV_AT = re.compile(r"^\s*at (.+):(\d+)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: printed between delve's stacks and its per-goroutine trackingSeq values
+RUNS_MARKER = "faultline: trackingSeq"
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class Goroutine:
     minutes: int  # minutes blocked as printed by the runtime (0 when not printed)
     frames: tuple[Frame, ...]
     created_by: Frame | None
+    # The runtime's g.trackingSeq (delve dumps only): it changes whenever the
+    # goroutine stops running, so an equal value in two dumps means it did not run.
+    runs: int | None = None
 
     @property
     def signature(self) -> tuple[str, ...]:
@@ -113,7 +120,7 @@ class Goroutine:
         created = () if self.created_by is None else (f"created by {self.created_by.function}",)
         return (self.state, *(f.function for f in self.frames), *created)
 
-    def top_frame(self, project: Callable[[str], bool] = is_project_function) -> Frame | None:
+    def top_frame(self, project: Callable[[str], bool] = MAIN_ONLY) -> Frame | None:
         """The innermost frame in the project's code (falls back to the creator)."""
         for f in self.frames:
             if project(f.function):
@@ -167,6 +174,52 @@ def parse_dump(text: str, *, taken_at: float | None = None, requests: float | No
     return Dump(tuple(goroutines), taken_at, requests)
 
 
+_DLV_GO = re.compile(r" - Go: (.+):(\d+) (\S+) \(0x[0-9a-f]+\)")
+
+
+def parse_delve(text: str, *, taken_at: float | None = None, requests: float | None = None) -> Dump:
+    """Parse delve's ``goroutines -g -t DEPTH`` output (colour codes are stripped).
+
+    Frames include the runtime's (``runtime.gopark``...), which a ``debug=2`` dump
+    hides; the ``Go:`` location (``-g``) is where the goroutine was started. After
+    a line ``"<RUNS_MARKER>"``, the output of ``goroutines -exec print
+    runtime.curg.trackingSeq`` fills :attr:`Goroutine.runs`.
+    """
+    text = _ANSI.sub("", text)
+    stacks, _, seqs = text.partition(f'"{RUNS_MARKER}"')
+    runs: dict[int, int] = {}
+    goid: int | None = None
+    for line in seqs.splitlines():
+        if m := _DLV_HEADER.match(line.replace("(dlv) ", "")):
+            goid = int(m.group(1))
+        elif goid is not None and line.strip().isdigit():
+            runs[goid], goid = int(line.strip()), None
+    goroutines: list[Goroutine] = []
+    current: tuple[int, str, Frame | None] | None = None
+    frames: list[Frame] = []
+    pending: str | None = None
+
+    def close() -> None:
+        if current is not None:
+            goid, state, created = current
+            goroutines.append(Goroutine(goid, state, 0, tuple(frames), created, runs.get(goid)))
+
+    for raw in stacks.splitlines():
+        line = raw.replace("(dlv) ", "")
+        if m := _DLV_HEADER.match(line):
+            close()
+            go = _DLV_GO.search(line)
+            created = Frame(go.group(3), go.group(1), int(go.group(2))) if go else None
+            current, frames, pending = (int(m.group(1)), m.group(2) or "running", created), [], None
+        elif current is not None and (m := _DLV_FRAME.match(line)):
+            pending = m.group(1)
+        elif current is not None and pending is not None and (m := _DLV_AT.match(line)):
+            frames.append(Frame(pending, m.group(1), int(m.group(2))))
+            pending = None
+    close()
+    return Dump(tuple(goroutines), taken_at, requests)
+
+
 @dataclass(frozen=True)
 class Group:
     signature: tuple[str, ...]
@@ -204,9 +257,10 @@ def find_leaks(
     dumps: Sequence[Dump],
     *,
     min_growth: int = 5,
-    project: Callable[[str], bool] = is_project_function,
+    project: Callable[[str], bool] = MAIN_ONLY,
 ) -> list[Finding]:
-    """Groups whose count never falls across ``dumps`` and rises by >= ``min_growth``.
+    """Groups whose count never falls across ``dumps``, rises by >= ``min_growth``
+    and still rose in the second half of them (a pool that filled up is no leak).
 
     When the dumps carry request counts, a group must also grow between dumps
     where requests were served and the finding reports goroutines per request.
@@ -220,6 +274,8 @@ def find_leaks(
         rising = all(b >= a for a, b in itertools.pairwise(counts))
         if not rising or counts[-1] - counts[0] < min_growth:
             continue
+        if len(counts) >= 3 and counts[-1] == counts[len(counts) // 2]:
+            continue  # grew, then stopped: a pool that filled up, not a leak
         detail = f"count {' -> '.join(map(str, counts))} over {len(dumps)} dumps"
         first_req, last_req = dumps[0].requests, dumps[-1].requests
         if first_req is not None and last_req is not None:
@@ -237,45 +293,48 @@ def find_deadlocks(
     dumps: Sequence[Dump],
     *,
     min_blocked: float = 60.0,
-    project: Callable[[str], bool] = is_project_function,
-    ignore: Collection[str | tuple[str, str]] = (),
+    project: Callable[[str], bool] = MAIN_ONLY,
+    states: Collection[str] = DEADLOCK_STATES,
 ) -> list[Finding]:
-    """Groups blocked on channels, selects or locks for at least ``min_blocked`` seconds.
+    """Groups blocked in one of ``states`` (default :data:`DEADLOCK_STATES`: locks,
+    sends, nil channels, Cond and WaitGroup waits) for at least ``min_blocked`` seconds.
 
     Blocked time is the larger of what the runtime printed (``N minutes``) and
     how long the same goroutine id sat in the same blocked stack across dumps
-    (which needs ``taken_at`` on the dumps). Groups still growing between the
-    last two dumps are left to :func:`find_leaks` (a deadlocked pool fills up,
-    then plateaus: that plateau is reported here); goroutines without a project
-    frame (idle runtime and library workers) are ignored, and so are groups whose
-    top frame's function, or (state, function) pair, is in ``ignore`` (a worker
-    may idle in a select and deadlock on a send in the same function).
+    (which needs ``taken_at`` on the dumps) without running in between, when the
+    dumps know (:attr:`Goroutine.runs`, from delve): a loop that waits at the
+    same place again and again is not blocked throughout. Groups still growing
+    between the last two dumps are left to :func:`find_leaks` (a deadlocked pool
+    fills up, then plateaus: that plateau is reported here); goroutines without
+    a project frame (idle runtime and library workers) are ignored.
 
-    Known false positive: a loop that sleeps on a ticker or an idle worker waiting
-    on its job channel sits in ``chan receive`` / ``select`` in every dump, between
-    wake-ups we cannot see; name such functions in ``ignore``. The runtime's
-    ``N minutes`` has no such problem but is printed only after a GC, in whole minutes.
+    A loop that sleeps on a ticker or an idle worker waiting on its job channel
+    sits in ``chan receive`` / ``select`` in every dump, between wake-ups we
+    cannot see: those states are left out by default (pass
+    :data:`BLOCKING_STATES` to include them). Known false positive: a Cond or
+    WaitGroup wait that lasts longer than ``min_blocked`` by design. The
+    runtime's ``N minutes`` is printed only after a GC, in whole minutes.
     """
     if not dumps:
         return []
     leaking = {f.signature for f in find_leaks(dumps[-2:], project=project)}
     last = dumps[-1]
-    first_seen: dict[tuple[int, tuple[str, ...]], float] = {}
+    first_seen: dict[tuple[int, tuple[str, ...], int | None], float] = {}
     for d in dumps:
         if d.taken_at is None:
             continue
         for g in d.goroutines:
-            first_seen.setdefault((g.id, g.signature), d.taken_at)
+            first_seen.setdefault((g.id, g.signature, g.runs), d.taken_at)
     findings = []
     for sig, grp in group(last).items():
-        if grp.state not in BLOCKING_STATES or sig in leaking:
+        if grp.state not in states or sig in leaking:
             continue
         top = grp.goroutines[0].top_frame(project)
-        if top is None or top.function in ignore or (grp.state, top.function) in ignore:
+        if top is None:
             continue
         blocked = []
         for g in grp.goroutines:
-            seen = first_seen.get((g.id, sig))
+            seen = first_seen.get((g.id, sig, g.runs))
             across = (last.taken_at - seen) if seen is not None and last.taken_at else 0.0
             blocked.append(max(60.0 * g.minutes, across))
         longest = max(blocked)

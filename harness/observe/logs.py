@@ -9,8 +9,8 @@ What is captured:
 * ``WARNING: DATA RACE``: both stacks, up to the closing ``==================``.
 * ``fatal error: concurrent map writes``, ``concurrent map iteration and map
   write``, ``concurrent map read and map write``, ``fatal error: all goroutines
-  are asleep``, ``panic:``: the message and the first goroutine's stack (the one
-  that failed), up to the blank line after it.
+  are asleep``, ``panic:``, any other ``fatal error:``: the message and the
+  first goroutine's stack (the one that failed), up to the blank line after it.
 
 A hit is timed when its first line is read, so it lags the write by at most one
 poll interval (0.2 s by default).
@@ -21,11 +21,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.observe.goroutines import Frame, is_project_function, parse_dump
+from harness.observe.buildinfo import MAIN_ONLY
+from harness.observe.goroutines import Frame, parse_dump
 from harness.observe.poller import Poller
 from harness.timeline import Timeline
 
@@ -41,6 +42,9 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "concurrent_map_read": re.compile(r"^fatal error: concurrent map read and map write"),
     "all_goroutines_asleep": re.compile(r"^fatal error: all goroutines are asleep"),
     "panic": re.compile(r"^panic: "),
+    # Any other runtime throw ("fatal error: sync: unlock of unlocked mutex"...): after
+    # the specific ones, since the first pattern that matches names the report.
+    "fatal_error": re.compile(r"^fatal error: "),
 }
 _RACE_END = "=================="
 _MAX_LINES = 200  # a report longer than this is cut: the top frames are what matter
@@ -60,18 +64,18 @@ class Hit:
     def stack(self) -> str:
         return "\n".join(self.lines)
 
-    def top_frame(self) -> Frame | None:
+    def top_frame(self, project: Callable[[str], bool] = MAIN_ONLY) -> Frame | None:
         """The first frame in the project's code (race reports: the first access)."""
         if self.pattern == "data_race":
             # "  main.race.func1()" / "      /path/main.go:64 +0x7b"
             for call, loc in itertools.pairwise(self.lines):
                 fn = call.strip()
                 m = re.match(r"^\s+(\S+\.go):(\d+)", loc)
-                if m and fn.endswith(")") and is_project_function(fn[: fn.rfind("(")]):
+                if m and fn.endswith(")") and project(fn[: fn.rfind("(")]):
                     return Frame(fn[: fn.rfind("(")], m.group(1), int(m.group(2)))
             return None
         dump = parse_dump("\n".join(self.lines[1:]))
-        return dump.goroutines[0].top_frame() if dump.goroutines else None
+        return dump.goroutines[0].top_frame(project) if dump.goroutines else None
 
 
 class LogScanner:
@@ -138,14 +142,22 @@ class LogDetector(Poller):
     """Tail workload log files; write a ``detector.hit`` event per report found.
 
     ``logs`` maps a workload name to its log file (``backend.log_path(name)``);
+    ``project`` attributes a report to the program's code (a
+    :class:`~harness.observe.buildinfo.ProjectCode` of its binary: main module);
     files that do not exist yet are picked up when they appear, and a file that
     shrinks (restart, rotation) is read again from its start.
     """
 
     def __init__(
-        self, timeline: Timeline, logs: Mapping[str, Path], *, interval: float = 0.2
+        self,
+        timeline: Timeline,
+        logs: Mapping[str, Path],
+        *,
+        interval: float = 0.2,
+        project: Callable[[str], bool] = MAIN_ONLY,
     ) -> None:
         super().__init__()
+        self.project = project
         self.timeline = timeline
         self.logs = dict(logs)
         self.interval = interval
@@ -190,7 +202,7 @@ class LogDetector(Poller):
                 self._record(name, hit, self._started_at.get(name, now))
 
     def _record(self, workload: str, hit: Hit, at: float) -> None:
-        top = hit.top_frame()
+        top = hit.top_frame(self.project)
         self.hits.append((workload, hit))
         self.timeline.event(
             "detector.hit",

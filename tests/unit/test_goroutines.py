@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.observe.buildinfo import ProjectCode
 from harness.observe.goroutines import (
+    BLOCKING_STATES,
     Dump,
     Frame,
     Goroutine,
     find_deadlocks,
     find_leaks,
     group,
-    is_project_function,
     parse_dump,
 )
 
@@ -86,8 +87,8 @@ def test_no_leak_in_a_steady_process() -> None:
     assert find_leaks([d]) == []
 
 
-def test_deadlocks_across_dumps_exclude_the_leak() -> None:
-    found = find_deadlocks(_leak_dumps(), min_blocked=1.5, ignore={TICKER_FN})
+def test_deadlocks_across_dumps_exclude_the_leak_and_the_parked_ticker_loop() -> None:
+    found = find_deadlocks(_leak_dumps(), min_blocked=1.5)
     by_state = {f.state: f for f in found}
     assert set(by_state) == {"sync.Mutex.Lock", "chan send"}
     lock = by_state["sync.Mutex.Lock"]
@@ -97,9 +98,11 @@ def test_deadlocks_across_dumps_exclude_the_leak() -> None:
     assert send.top_frame is not None and send.top_frame.line == SEND_LINE
 
 
-def test_ticker_loop_is_the_documented_false_positive() -> None:
-    found = find_deadlocks(_leak_dumps(), min_blocked=1.5)
+def test_ticker_loop_is_parked_unless_receives_and_selects_are_asked_for() -> None:
+    found = find_deadlocks(_leak_dumps(), min_blocked=1.5, states=BLOCKING_STATES)
     assert TICKER_FN in {f.top_frame.function for f in found if f.top_frame}
+    parked = find_deadlocks(_leak_dumps(), min_blocked=1.5)
+    assert TICKER_FN not in {f.top_frame.function for f in parked if f.top_frame}
 
 
 def test_deadlock_threshold() -> None:
@@ -109,22 +112,25 @@ def test_deadlock_threshold() -> None:
 
 def test_deadlock_from_runtime_minutes_in_one_dump() -> None:
     dump = parse_dump((DATA / "goroutines_minutes.txt").read_text())
-    found = find_deadlocks([dump], min_blocked=60.0)
+    found = find_deadlocks([dump], min_blocked=60.0, states=BLOCKING_STATES)
     states = sorted(f.state for f in found)
     # One dump cannot tell a leak: the leaked receivers that waited a minute count too.
     assert states == ["chan receive", "chan send", "sync.Mutex.Lock"]
+    default = sorted(f.state for f in find_deadlocks([dump], min_blocked=60.0))
+    assert default == ["chan send", "sync.Mutex.Lock"]
     receive = next(f for f in found if f.state == "chan receive")
     assert receive.top_frame is not None and receive.top_frame.function == "main.waitForReply"
 
 
-def test_project_function() -> None:
-    assert is_project_function("main.transfer")
-    assert is_project_function(
-        "github.com/faultline/faultline/go_targets/internal/orderd.(*S).Reserve"
-    )
-    assert not is_project_function("sync.(*Mutex).Lock")
-    assert not is_project_function("net/http.(*conn).serve")
-    assert not is_project_function("google.golang.org/grpc.(*Server).serveStreams")
+def test_project_code_is_main_and_the_main_module() -> None:
+    project = ProjectCode(("github.com/faultline/faultline/go_targets",))
+    assert project("main.transfer")
+    assert project("github.com/faultline/faultline/go_targets/internal/orderd.(*S).Reserve")
+    assert not project("github.com/faultline/faultline/go_targetsx/a.F")
+    assert not project("sync.(*Mutex).Lock")
+    assert not project("net/http.(*conn).serve")
+    assert not project("google.golang.org/grpc.(*Server).serveStreams")
+    assert not ProjectCode()("github.com/faultline/faultline/go_targets/internal/orderd.F")
 
 
 def test_crash_stacks_parse_too() -> None:
@@ -147,9 +153,7 @@ def _pool(stuck: int, idle: int, at: float) -> Dump:
 def test_a_pool_that_filled_up_then_plateaued_is_a_deadlock_not_a_leak() -> None:
     # 0 -> 8 stuck workers, then 8 for three more seconds.
     dumps = [_pool(n, 4, float(t)) for t, n in enumerate([0, 3, 6, 8, 8, 8, 8])]
-    found = find_deadlocks(
-        dumps, min_blocked=2.0, ignore={("select", "example.com/svc/pool.(*Pool).worker")}
-    )
+    found = find_deadlocks(dumps, min_blocked=2.0, project=ProjectCode(("example.com/svc",)))
     assert [(f.state, f.count, f.top_frame and f.top_frame.line) for f in found] == [
         ("chan send", 8, 75)
     ]
@@ -157,7 +161,5 @@ def test_a_pool_that_filled_up_then_plateaued_is_a_deadlock_not_a_leak() -> None
     growing = [_pool(n, 4, float(t)) for t, n in enumerate([0, 8, 16, 24, 32])]
     assert [
         f.state
-        for f in find_deadlocks(
-            growing, min_blocked=2.0, ignore={("select", "example.com/svc/pool.(*Pool).worker")}
-        )
+        for f in find_deadlocks(growing, min_blocked=2.0, project=ProjectCode(("example.com/svc",)))
     ] == []

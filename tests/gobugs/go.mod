@@ -1,0 +1,3 @@
+module example.com/gobugs
+
+go 1.22
