@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import doctor
+from harness import compare, doctor
 from harness.config import BACKENDS, IMPLEMENTED_BACKENDS, parse_budget_scale
 from harness.errors import ConfigError, HarnessError
 from harness.run import clean_runs, state_root
@@ -180,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("clean", help="reap runs whose owner is gone (after a SIGKILL)")
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
+    compare.register(sub)
     return p
 
 

@@ -15,6 +15,7 @@ Example::
     from harness.gobuild import build
     orderd = build("orderd")             # ~/.cache/faultline/bin/orderd-<key>
     racy = build("orderd", race=True)
+    slower = build("orderd", ldflags="-X <pkg>.requestDelay=2ms")  # a different build
 
 Prebuild everything (CI): ``python -m harness.gobuild [--race] [--proto] [targets...]``.
 """
@@ -116,10 +117,15 @@ def _key_files(src: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(src).as_posix())
 
 
-def source_key(target: str, *, race: bool, go_ver: str, src: Path = GO_TARGETS_DIR) -> str:
+def source_key(
+    target: str, *, race: bool, go_ver: str, src: Path = GO_TARGETS_DIR, ldflags: str = ""
+) -> str:
     """Hash of everything that determines the binary of ``target``."""
     h = hashlib.sha256()
-    for part in (f"target={target}", f"race={race}", f"go={go_ver}"):
+    parts = [f"target={target}", f"race={race}", f"go={go_ver}"]
+    if ldflags:
+        parts.append(f"ldflags={ldflags}")  # absent when empty: existing keys unchanged
+    for part in parts:
         h.update(part.encode() + b"\0")
     for p in _key_files(src):
         h.update(p.relative_to(src).as_posix().encode() + b"\0")
@@ -143,8 +149,11 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def build(target: str, *, race: bool = False) -> Path:
+def build(target: str, *, race: bool = False, ldflags: str = "") -> Path:
     """Compile ``go_targets/cmd/<target>`` (cached) and return the binary's path.
+
+    ``ldflags`` are passed to ``go build -ldflags`` (e.g. ``-X pkg.name=value``
+    link-time settings) and are part of the cache key.
 
     Raises :class:`MissingDependency` without a usable Go toolchain,
     :class:`ConfigError` for an unknown target and :class:`ComponentStartError`
@@ -155,7 +164,7 @@ def build(target: str, *, race: bool = False) -> Path:
         raise ConfigError("target", f"no Go target {target!r}", expected=f"one of: {known}")
     go = find_go()
     ver = go_version(go)
-    key = source_key(target, race=race, go_ver=ver)
+    key = source_key(target, race=race, go_ver=ver, ldflags=ldflags)
     out_dir = cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"{target}-{key}{'-race' if race else ''}"
@@ -170,9 +179,13 @@ def build(target: str, *, race: bool = False) -> Path:
         args = [str(go), "build", "-trimpath", "-o", str(tmp)]
         if race:
             args.append("-race")
+        if ldflags:
+            args.append(f"-ldflags={ldflags}")
         args.append(f"./cmd/{target}")
         env = dict(os.environ, CGO_ENABLED="1" if race else "0")
-        logger.info("building %s (race=%s) with %s", target, race, ver)
+        logger.info(
+            "building %s (race=%s%s) with %s", target, race, f", {ldflags}" * bool(ldflags), ver
+        )
         try:
             res = subprocess.run(
                 args,
