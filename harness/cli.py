@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import compare, doctor
+from harness import compare, doctor, thresholds
 from harness.config import BACKENDS, IMPLEMENTED_BACKENDS, parse_budget_scale
 from harness.errors import ConfigError, HarnessError
 from harness.run import clean_runs, state_root
@@ -181,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
     compare.register(sub)
+    thresholds.register(sub)
     return p
 
 
