@@ -58,7 +58,7 @@ from harness.thresholds.offline import (
 )
 from harness.thresholds.rulefile import (
     AlertRule,
-    TestCase,
+    PromtoolCase,
     format_duration,
     format_threshold,
     load_rule,
@@ -392,7 +392,7 @@ def _write(
     quiet_from = int(rule.range_s + rule.for_s + 2)
     length = int(base_raw.end - base_raw.start)
     cases.append(
-        TestCase(
+        PromtoolCase(
             f"quiet on the baseline ({cal.baseline[0].label})",
             [(dict(k), [v for _, v in s]) for k, s in
              _query_range(st.prom.url, selector, base_raw.start, base_raw.end).items()],
@@ -415,7 +415,7 @@ def _write(
                 break
         if firing_at:
             cases.append(
-                TestCase(
+                PromtoolCase(
                     f"fires under {cfg.fault} {weakest.label}",
                     [(dict(k), [v for _, v in s]) for k, s in
                      _query_range(st.prom.url, selector, raw.start, raw.end).items()],

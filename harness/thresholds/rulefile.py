@@ -26,6 +26,7 @@ from harness.thresholds.offline import split_expr
 
 __all__ = [
     "AlertRule",
+    "PromtoolCase",
     "format_duration",
     "load_rule",
     "metric_names",
@@ -188,7 +189,7 @@ def _values_text(values: Sequence[float | None]) -> str:
 
 
 @dataclass(frozen=True)
-class TestCase:
+class PromtoolCase:
     """One promtool test group: raw series at 1 s steps from the window's start, and
     the evaluation times (seconds from that start) where the alert is expected quiet
     or firing with ``alert_labels``."""
@@ -200,7 +201,7 @@ class TestCase:
     alert_labels: Mapping[str, str]
 
 
-def promtool_test(rule_file: Path, rule: AlertRule, cases: Sequence[TestCase]) -> str:
+def promtool_test(rule_file: Path, rule: AlertRule, cases: Sequence[PromtoolCase]) -> str:
     """The promtool test file (YAML) for ``rule_file`` (in the same directory)."""
     tests = []
     for c in cases:
