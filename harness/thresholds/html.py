@@ -29,7 +29,7 @@ def calibration_png(cal: Calibration) -> bytes:
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
     values = [w.values() for w in [*cal.baseline, *cal.faults]]
     labels = [w.label for w in [*cal.baseline, *cal.faults]]
-    top.boxplot(values, vert=False, whis=(0, 100), tick_labels=labels)
+    top.boxplot(values, orientation="horizontal", whis=(0, 100), tick_labels=labels)
     top.axvline(cal.rule.threshold, color="#7f7f7f", ls="--", label="current threshold")
     top.axvline(cal.limit, color="#f0a030", ls=":", label="margin limit")
     if rec is not None:

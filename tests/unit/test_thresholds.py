@@ -165,3 +165,38 @@ def test_calibration_html_draws_quantiles_and_ttd(tmp_path: Path) -> None:
     cal = Calibration(rule, baseline, faults, evals, recommend(evals, ">"), limit, tmp_path)
     page = write_html(cal, tmp_path / "calibration.html").read_text()
     assert "data:image/png;base64," in page and "(recommended)" in page
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/nonexistent.yml", "--rule", "X"], "RULE_FILE: /nonexistent.yml does not exist"),
+        ([str(SLO), "--rule", "NoSuchRule"], "--rule: no alert 'NoSuchRule'"),
+        ([str(SLO), "--rule", "OrderdThroughputDrop"], "rule OrderdThroughputDrop.expr"),
+        ([str(SLO), "--rule", "OrderdLatencyP99High", "--intensities", "a,b"], "--intensities"),
+        (
+            [str(SLO), "--rule", "OrderdLatencyP99High", "--jitter", "100", "--intensities", "50"],
+            "--jitter",
+        ),
+        ([str(SLO), "--rule", "OrderdLatencyP99High", "--for", "soon"], "--for: 'soon'"),
+        ([str(SLO), "--rule", "OrderdLatencyP99High", "--baseline-runs", "0"], "--baseline-runs"),
+    ],
+)
+def test_calibrate_bad_input_exits_2_naming_the_flag_with_no_run_made(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "calibrate", *args],
+        capture_output=True,
+        text=True,
+        env={"FAULTLINE_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()
