@@ -1,10 +1,12 @@
 """``faultline compare BASELINE CANDIDATE``: the same load on two builds, repeated; a verdict.
 
 Both builds run side by side as workloads of one run (each on its own planned
-ports); repetitions alternate A B B A A B B A ... so that drift of the machine
-(other jobs, thermal, caches) falls on both. Each repetition is one locust
-window of ``--duration`` seconds at ``--rate``; the metrics, their 95 %
-intervals (a bootstrap over repetitions) and the verdicts are described in
+ports). Each repetition loads both at the same time (``--schedule together``,
+the default: whatever else the machine is doing hits both builds of a pair
+alike) or one after the other in the order A B B A A B B A (``alternate``:
+for builds whose own CPU use would slow the other). A repetition is one
+locust window of ``--duration`` seconds at ``--rate`` per build; the metrics,
+the paired 95 % intervals and the verdicts are described in
 :mod:`harness.compare.stats`. Exit 1 when any metric regressed beyond its
 budget, 0 otherwise, 2 on bad input (nothing started).
 
@@ -18,12 +20,14 @@ Example (orderd, in-memory store)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
 import re
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _PORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 MAX_REPEAT = 50
+SCHEDULES = ("together", "alternate")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class CompareConfig:
     repeat: int = 5
     budgets: dict[str, Budget] = field(default_factory=lambda: {"p99": Budget(0.05)})
     backend: str = "local"
+    schedule: str = "together"  # or "alternate"
 
     def validate(self) -> None:
         """ConfigError naming the flag; nothing is started before this passed."""
@@ -101,6 +107,8 @@ class CompareConfig:
             raise ConfigError("--rate", f"{self.rate}", expected=f"0 < rate <= {MAX_RATE}")
         if not (math.isfinite(self.duration) and 2 <= self.duration <= MAX_SECONDS):
             raise ConfigError("--duration", f"{self.duration}", expected=f"2..{MAX_SECONDS} s")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("--schedule", repr(self.schedule), expected=" | ".join(SCHEDULES))
         if not 2 <= self.repeat <= MAX_REPEAT:
             raise ConfigError("--repeat", f"{self.repeat}", expected=f"2..{MAX_REPEAT}")
 
@@ -137,16 +145,25 @@ def _spec(cfg: CompareConfig, backend: Backend, run: Run, name: str, target: str
     )
 
 
-def _order(repeat: int) -> list[str]:
-    """A B B A A B B A ...: each build first as often as second."""
-    out: list[str] = []
-    for i in range(repeat):
-        out += ["baseline", "candidate"] if i % 2 == 0 else ["candidate", "baseline"]
+def _order(cfg: CompareConfig) -> list[tuple[str, ...]]:
+    """The repetitions' steps: both builds at once, or A B B A A B B A ..."""
+    if cfg.schedule == "together":
+        return [("baseline", "candidate")] * cfg.repeat
+    out: list[tuple[str, ...]] = []
+    for i in range(cfg.repeat):
+        out += [("baseline",), ("candidate",)] if i % 2 == 0 else [("candidate",), ("baseline",)]
     return out
 
 
-def run_compare(cfg: CompareConfig, backend: Backend, run: Run) -> Outcome:
-    """Start both builds, run the alternating repetitions, compute the verdicts."""
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_compare(
+    cfg: CompareConfig, backend: Backend, run: Run, *, progress: Callable[[str], None] = _print
+) -> Outcome:
+    """Start both builds, run the paired repetitions, compute the verdicts; ``progress``
+    gets one line per repetition and build."""
     cfg.validate()
     targets = {"baseline": cfg.baseline, "candidate": cfg.candidate}
     reps: dict[str, list[Repetition]] = {"baseline": [], "candidate": []}
@@ -156,28 +173,34 @@ def run_compare(cfg: CompareConfig, backend: Backend, run: Run) -> Outcome:
         backend.start(spec)
         backend.wait_ready(spec.name, timeout=30)
         urls[label] = spec.placement.external_url(cfg.ports[0])
-    order = _order(cfg.repeat)
+    steps = _order(cfg)
     try:
-        for i, label in enumerate(order, 1):
-            load = LoadGenerator(
-                run,
-                locustfile=resolve_locustfile(cfg.locustfile, field="--locustfile"),
-                host=urls[label],
-                rate=cfg.rate,
-                duration=cfg.duration,
-                name=f"load-{i}-{label}",
-            )
-            with load:
-                summary = load.wait()
-            total = load.total()
-            rep = Repetition(total.n, total.fail, float(summary["seconds"]), total.hist)
-            reps[label].append(rep)
-            p99 = METRICS["p99"].one(rep)
-            print(
-                f"compare: {i}/{len(order)} {label}: {rep.requests} requests, "
-                f"p99 {p99} ms, {rep.failures} failed",
-                flush=True,
-            )
+        for i, labels in enumerate(steps, 1):
+            loads = {
+                label: LoadGenerator(
+                    run,
+                    locustfile=resolve_locustfile(cfg.locustfile, field="--locustfile"),
+                    host=urls[label],
+                    rate=cfg.rate,
+                    duration=cfg.duration,
+                    name=f"load-{i}-{label}",
+                )
+                for label in labels
+            }
+            with contextlib.ExitStack() as stack:
+                for load in loads.values():
+                    stack.enter_context(load)
+                summaries = {label: load.wait() for label, load in loads.items()}
+            for label, load in loads.items():
+                total = load.total()
+                rep = Repetition(
+                    total.n, total.fail, float(summaries[label]["seconds"]), total.hist
+                )
+                reps[label].append(rep)
+                progress(
+                    f"compare: {i}/{len(steps)} {label}: {rep.requests} requests, "
+                    f"p99 {METRICS['p99'].one(rep)} ms, {rep.failures} failed"
+                )
     finally:
         for label in targets:
             backend.stop(f"compare-{label}")
@@ -204,6 +227,7 @@ def _config(args: argparse.Namespace) -> CompareConfig:
         repeat=args.repeat,
         budgets=budgets,
         backend=args.backend,
+        schedule=args.schedule,
     )
 
 
@@ -215,7 +239,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print(
         f"faultline compare: {cfg.repeat} repetitions of {cfg.duration:g}s at "
-        f"{cfg.rate:g} req/s per build, alternating",
+        f"{cfg.rate:g} req/s per build, {cfg.schedule}",
         flush=True,
     )
     with Run.open() as run:
@@ -226,8 +250,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             backend.close()
     print(outcome.render())
     print(
-        "values: medians over repetitions; interval: 95% percentile bootstrap over "
-        "repetitions (2000 resamples); regression = the whole interval beyond the budget"
+        "change: median of the paired repetitions' changes; interval: 95% percentile "
+        "bootstrap over pairs (2000 resamples); regression = the whole interval beyond the budget"
     )
     verdict = "REGRESSION" if outcome.regressed else "no regression beyond the budgets"
     print(f"faultline compare: {verdict} ({time.monotonic() - started:.0f}s)")
@@ -258,8 +282,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", type=float, default=50.0, help="requests/s (default 50)")
     p.add_argument("--duration", type=float, default=10.0,
                    help="seconds per repetition (default 10)")  # fmt: skip
-    p.add_argument("--repeat", type=int, default=5,
-                   help="repetitions per build (default 5), alternating A B B A")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=5, help="repetitions per build (default 5)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="together",
+                   help="together: both builds loaded at once in each repetition (default); "
+                   "alternate: A B B A ...")  # fmt: skip
     p.add_argument("--budget", action="append", metavar="METRIC=LIMIT",
                    help="p99=5%% (default), p50=10%%, rps=5%%, errors=0.5pp")  # fmt: skip
     p.add_argument("--backend", choices=BACKENDS, default="local")

@@ -1,20 +1,19 @@
 """Pure statistics of ``faultline compare``: per-metric confidence intervals and verdicts.
 
 Each build was measured in ``n`` repetitions (load windows of equal rate and
-length). One repetition gives a :class:`Repetition`: its request count,
+length), paired: repetition ``i`` of the baseline ran at the same time as (or
+right next to) repetition ``i`` of the candidate, so both saw the same state of
+the machine. One repetition gives a :class:`Repetition`: its request count,
 failures, seconds and bucketed response-time histogram, from which it has a
-P50, a P99, an error ratio and a throughput. A build's value of a metric is
-the *median over its repetitions*: one repetition hit by a burst of other
-load on the machine does not move it.
+P50, a P99, an error ratio and a throughput.
 
-The test: a percentile bootstrap over repetitions. Each of ``resamples``
-rounds draws ``n`` repetitions with replacement from each build and computes
-the change of the medians (candidate / baseline - 1 for P50, P99 and
-throughput; candidate - baseline in percentage points for the error ratio).
-The 2.5th and 97.5th percentiles of those changes are the 95 % confidence
-interval. Resampling whole repetitions keeps the drift between repetitions
-(other load on the machine) in the interval, which a bootstrap over single
-requests would hide.
+The change of a metric in pair ``i`` is candidate / baseline - 1 (P50, P99,
+throughput) or candidate - baseline in percentage points (error ratio); the
+estimate is the *median of the paired changes*, so one pair hit by a burst of
+other load does not move it, and load that hit both builds of a pair cancels.
+The 95 % confidence interval is a percentile bootstrap over pairs: each of
+``resamples`` rounds draws ``n`` pairs with replacement and takes the median
+of their changes; the 2.5th and 97.5th percentiles of those medians bound it.
 
 Verdict per metric with a budget (the largest change in the bad direction
 that is acceptable):
@@ -185,36 +184,40 @@ def compare(
     seed: int = 1,
     metrics: Sequence[str] = tuple(METRICS),
 ) -> list[MetricResult]:
-    """One :class:`MetricResult` per metric (see the module docstring)."""
-    if not baseline or not candidate:
-        raise ConfigError("compare", "each build needs at least one repetition")
+    """One :class:`MetricResult` per metric over index-paired repetitions (see the
+    module docstring)."""
+    if not baseline or len(baseline) != len(candidate):
+        raise ConfigError("compare", "each build needs the same number (>= 1) of repetitions")
     rng = random.Random(seed)
     out = []
     for name in metrics:
         m = METRICS[name]
-        a, b = m.value(baseline), m.value(candidate)
-        point = _change(m, a, b)
-        if point is None:
-            out.append(MetricResult(name, m.unit, a, b, None, None, None, None, "no data"))
+        changes = [
+            c
+            for c in (
+                _change(m, m.one(a), m.one(b)) for a, b in zip(baseline, candidate, strict=True)
+            )
+            if c is not None
+        ]
+        a_value, b_value = m.value(baseline), m.value(candidate)
+        if not changes:
+            out.append(
+                MetricResult(name, m.unit, a_value, b_value, None, None, None, None, "no data")
+            )
             continue
-        draws = []
-        for _ in range(resamples):
-            ra = rng.choices(baseline, k=len(baseline))
-            rb = rng.choices(candidate, k=len(candidate))
-            c = _change(m, m.value(ra), m.value(rb))
-            if c is not None:
-                draws.append(c)
-        draws.sort()
-        low = draws[int(0.025 * (len(draws) - 1))]
-        high = draws[math.ceil(0.975 * (len(draws) - 1))]
+        draws = sorted(
+            statistics.median(rng.choices(changes, k=len(changes))) for _ in range(resamples)
+        )
+        low = draws[int(0.025 * (resamples - 1))]
+        high = draws[math.ceil(0.975 * (resamples - 1))]
         budget = budgets.get(name)
         out.append(
             MetricResult(
                 name,
                 m.unit,
-                a,
-                b,
-                point,
+                a_value,
+                b_value,
+                statistics.median(changes),
                 low,
                 high,
                 None if budget is None else budget.limit,

@@ -11,11 +11,11 @@ rule's left-hand side is read back from Prometheus per 1 s evaluation; every
 candidate threshold x ``for:`` is replayed offline with Prometheus's ``for``
 semantics (:mod:`harness.thresholds.offline`), and the recommendation is
 written as an updated rule file plus a promtool test made from the recorded
-raw series (run with promtool before it is reported). With ``--verify`` (the
-default) the written rule is then loaded into a fresh Prometheus: it must stay
-quiet on a fresh baseline window and fire under the weakest detected
-intensity within ``--max-ttd``. Exit 0 verified, 1 not (or nothing safe to
-recommend), 2 bad input.
+raw series (run with promtool before it is reported). Then (unless
+``--no-verify``) the written rule is loaded into a fresh Prometheus: it must
+stay quiet on a fresh baseline window and fire within ``--max-ttd`` under the
+weakest intensity at which it fired for at least half of that fault window.
+Exit 0 verified, 1 not (or nothing safe to recommend), 2 bad input.
 """
 
 from __future__ import annotations
@@ -401,7 +401,7 @@ def _write(
             {},
         )
     )  # fmt: skip
-    weakest = next((w for w in cal.faults if rec.ttd.get(w.label) is not None), None)
+    weakest = steady_intensity(cal)
     if weakest is not None:
         raw = by_label[weakest.label]
         firing_at: list[int] = []
@@ -411,7 +411,9 @@ def _write(
                 firing_mask(samples, rule.op, rec.candidate.threshold, rec.candidate.for_s)
             )
             if idx:
-                firing_at, alert_labels = idx, dict(key)
+                # An alert carries the series' labels without the metric name.
+                firing_at = idx
+                alert_labels = {k: v for k, v in key if k != "__name__"}
                 break
         if firing_at:
             cases.append(
@@ -434,6 +436,23 @@ def _write(
     )
 
 
+def steady_intensity(cal: Calibration, share: float = 0.5) -> Window | None:
+    """The weakest fault window in which the recommended rule fired for at least
+    ``share`` of the evaluations after the injection: the one to verify against (a
+    window detected only by a brief crossing would make a coin toss of the check)."""
+    rec = cal.recommended
+    if rec is None:
+        return None
+    for w in sorted(cal.faults, key=lambda w: w.intensity or 0.0):
+        t0 = w.injected if w.injected is not None else 0.0
+        for samples in w.series.values():
+            mask = firing_mask(samples, cal.rule.op, rec.candidate.threshold, rec.candidate.for_s)
+            after = [on for (t, _), on in zip(samples, mask, strict=True) if t >= t0]
+            if after and sum(after) >= share * len(after):
+                return w
+    return None
+
+
 def _firing(prom: Prometheus, name: str) -> bool:
     try:
         return any(a.name == name and a.state == "firing" for a in prom.alerts())
@@ -446,8 +465,11 @@ def _verify(cfg: CalibrateConfig, cal: Calibration, st: _Stack, backend: Backend
     weakest detected intensity within max_ttd."""
     rec = cal.recommended
     assert rec is not None and cal.rule_file is not None
-    weakest = next((w for w in cal.faults if rec.ttd.get(w.label) is not None), None)
-    assert weakest is not None and weakest.intensity is not None
+    weakest = steady_intensity(cal)
+    if weakest is None or weakest.intensity is None:
+        cal.verify = {"quiet": None, "ttd": None, "why": "no intensity detected steadily"}
+        _progress("verify: no intensity at which the recommended rule fired steadily")
+        return
     with Prometheus(
         backend, run, st.targets, rule_files=[cal.rule_file], name="prometheus-verify"
     ) as prom:
