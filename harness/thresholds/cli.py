@@ -281,7 +281,7 @@ def calibrate(cfg: CalibrateConfig, backend: Backend, run: Run, pki: Pki, out: P
                     t0 = time.time()
                     _progress(f"baseline {i + 1}/{cfg.baseline_runs}: {cfg.baseline_s:g}s")
                     time.sleep(cfg.baseline_s)
-                    raws.append((f"baseline-{i + 1}", None, _Raw(t0, time.time(), None)))
+                    raws.append((f"baseline-{i + 1}", None, _Raw(t0 - lead, time.time(), None)))
                 if i < len(cfg.intensities):
                     ms = cfg.intensities[i]
                     t0 = time.time()
@@ -294,7 +294,10 @@ def calibrate(cfg: CalibrateConfig, backend: Backend, run: Run, pki: Pki, out: P
             baseline: list[Window] = []
             faults: list[Window] = []
             for label, intensity, raw in raws:
-                series = _query_range(st.prom.url, rule.lhs, raw.start, raw.end)
+                # The raw span starts ``lead`` early (for the promtool test's windows);
+                # a baseline's own evaluations start at its start.
+                start = raw.start + lead if intensity is None else raw.start
+                series = _query_range(st.prom.url, rule.lhs, start, raw.end)
                 w = Window(label, intensity, raw.injected, series)
                 (baseline if intensity is None else faults).append(w)
             cal = _recommend(cfg, rule, baseline, faults, out)
@@ -389,14 +392,15 @@ def _write(
     cases = []
     by_label = {label: raw for label, _, raw in raws}
     base_raw = by_label[cal.baseline[0].label]
-    quiet_from = int(rule.range_s + rule.for_s + 2)
+    # From when the rule's range is full of recorded data, every 2 s.
+    quiet_from = int(rule.range_s + 1)
     length = int(base_raw.end - base_raw.start)
     cases.append(
         PromtoolCase(
             f"quiet on the baseline ({cal.baseline[0].label})",
             [(dict(k), [v for _, v in s]) for k, s in
              _query_range(st.prom.url, selector, base_raw.start, base_raw.end).items()],
-            list(range(quiet_from, length, 3)),
+            list(range(quiet_from, length, 2)),
             [],
             {},
         )
@@ -426,10 +430,17 @@ def _write(
                     alert_labels,
                 )
             )  # fmt: skip
+    incomplete = len(cases) < 2 or not cases[0].quiet_at
     test = out / f"{rule.path.stem}_test.yml"
     test.write_text(promtool_test(cal.rule_file, rule, cases))
     cal.test_file = test
     cal.promtool_ok, cal.promtool_output = run_promtool_test(test)
+    if incomplete:
+        # A test that checks only one side proves nothing: not a pass.
+        cal.promtool_ok = False
+        cal.promtool_output = "incomplete: no quiet span or no steady firing to test\n" + (
+            cal.promtool_output
+        )
     _progress(
         f"wrote {cal.rule_file} and {test}: promtool test rules "
         + ("passed" if cal.promtool_ok else "FAILED:\n" + cal.promtool_output)
