@@ -208,8 +208,6 @@ class _Stack:
     orderd: OrderService
     proxies: list[Proxy]
     scope: Scope
-    etcd: EtcdCluster
-    toxiproxy: Toxiproxy
     targets: list[ScrapeTarget]
 
 
@@ -231,7 +229,7 @@ def _stack(cfg: CalibrateConfig, backend: Backend, run: Run, pki: Pki) -> Iterat
         targets = [ScrapeTarget.from_url("orderd", orderd.url)]
         prom = stack.enter_context(Prometheus(backend, run, targets, rule_files=[cfg.rule_file]))
         scope = Scope(run=run, backend=backend, cluster=etcd, workloads=[orderd.name])
-        yield _Stack(prom, orderd, proxies, scope, etcd, toxiproxy, targets)
+        yield _Stack(prom, orderd, proxies, scope, targets)
 
 
 def _fault(st: _Stack, ms: float, jitter: int, seconds: float) -> Any:

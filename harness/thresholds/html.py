@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from harness.report.html import _table
 from harness.thresholds.rulefile import format_duration, format_threshold
 
 if TYPE_CHECKING:
@@ -59,8 +61,6 @@ def calibration_png(cal: Calibration) -> bytes:
 
 
 def write_html(cal: Calibration, path: Path) -> Path:
-    from harness.report.html import _table
-
     e = html.escape
     png = base64.b64encode(calibration_png(cal)).decode()
     rec = cal.recommended
@@ -96,15 +96,9 @@ td, th {{ border: 1px solid #ccc; padding: 3px 8px; font-size: 14px; }}</style><
 <h1>{e(cal.rule.name)}: {verdict}</h1>
 <p>expression <code>{e(cal.rule.lhs)} {e(cal.rule.op)} x</code>; margin limit
 {format_threshold(cal.limit)}; promtool test: {e(str(cal.promtool_ok))};
-verification: {e(json_text(cal.verify))}</p>
+verification: {e(json.dumps(cal.verify))}</p>
 <img alt="calibration" src="data:image/png;base64,{png}">
 <h2>Safe candidates (best first)</h2>{table}
 </body></html>
 """)
     return path
-
-
-def json_text(d: object) -> str:
-    import json
-
-    return json.dumps(d)
