@@ -9,7 +9,7 @@ the given repetitions, rate and duration (alternating A B B A, the same as the C
 the verdicts counted: the regression must be flagged every time, the identical build never.
 Prints figures; asserts nothing.
 
-Usage: .venv/bin/python bench/bench_compare.py [--tries 10] [--repeat 5] [--rate 100]
+Usage: .venv/bin/python bench/bench_compare.py [--tries 10] [--repeat 9] [--rate 100]
        [--duration 5] [--pilot 4]
 """
 
@@ -53,7 +53,7 @@ def _quiet(line: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tries", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--pilot", type=int, default=4)

@@ -58,7 +58,7 @@ class CompareConfig:
     locustfile: str = "orderd_http"
     rate: float = 50.0
     duration: float = 10.0
-    repeat: int = 5
+    repeat: int = 9
     budgets: dict[str, Budget] = field(default_factory=lambda: {"p99": Budget(0.05)})
     backend: str = "local"
     schedule: str = "together"  # or "alternate"
@@ -282,7 +282,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", type=float, default=50.0, help="requests/s (default 50)")
     p.add_argument("--duration", type=float, default=10.0,
                    help="seconds per repetition (default 10)")  # fmt: skip
-    p.add_argument("--repeat", type=int, default=5, help="repetitions per build (default 5)")
+    p.add_argument("--repeat", type=int, default=9, help="repetitions per build (default 9)")
     p.add_argument("--schedule", choices=SCHEDULES, default="together",
                    help="together: both builds loaded at once in each repetition (default); "
                    "alternate: A B B A ...")  # fmt: skip

@@ -3,7 +3,7 @@
 The small CI version of bench/bench_compare.py (which measures the +20 % case 10 times
 over). Here the slower build adds 30 ms to every request, far above the noise of a shared
 CI machine, so the test checks the pipeline's verdicts (paired load, medians, bootstrap,
-budget), not its resolution. Five pairs of 4 s windows at 50 req/s per build (~70 s both).
+budget), not its resolution. Nine pairs of 3 s windows at 50 req/s per build (~100 s both).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def _cfg(candidate: str) -> CompareConfig:
         ports=("http", "grpc", "admin"),
         ready_path="/readyz",
         rate=50.0,
-        duration=4.0,
-        repeat=5,
+        duration=3.0,
+        repeat=9,
     )
 
 
@@ -50,5 +50,5 @@ def test_compare_tells_a_slower_build_from_an_identical_one(
     print(out.render())
     assert out.regressed is regressed, out.render()
     assert (p99.verdict == "regression") is regressed
-    assert len(out.baseline) == len(out.candidate) == 5
-    assert all(r.requests > 100 for r in out.baseline + out.candidate)
+    assert len(out.baseline) == len(out.candidate) == 9
+    assert all(r.requests > 80 for r in out.baseline + out.candidate)
