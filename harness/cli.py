@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import coverage_cmd, doctor, observe_cmd
+from harness import compare, coverage_cmd, doctor, observe_cmd, thresholds
 from harness.config import (
     BACKENDS,
     IMPLEMENTED_BACKENDS,
@@ -195,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
     observe_cmd.register(sub)
+    compare.register(sub)
+    thresholds.register(sub)
     return p
 
 

@@ -16,6 +16,7 @@ Example::
     orderd = build("orderd")             # ~/.cache/faultline/bin/orderd-<key>
     racy = build("orderd", race=True)
     prog = build_package(Path("tests/gobugs/cmd/doublelock"))   # any module's main package
+    slower = build("orderd", ldflags="-X <pkg>.requestDelay=2ms")  # a different build
 
 Prebuild everything (CI): ``python -m harness.gobuild [--race] [--proto] [targets...]``.
 """
@@ -155,8 +156,11 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def build(target: str, *, race: bool = False) -> Path:
+def build(target: str, *, race: bool = False, ldflags: str = "") -> Path:
     """Compile ``go_targets/cmd/<target>`` (cached) and return the binary's path.
+
+    ``ldflags`` are passed to ``go build -ldflags`` (e.g. ``-X pkg.name=value``
+    for a different build of the same source) and are part of the cache key.
 
     Raises :class:`MissingDependency` without a usable Go toolchain,
     :class:`ConfigError` for an unknown target and :class:`ComponentStartError`
@@ -165,7 +169,14 @@ def build(target: str, *, race: bool = False) -> Path:
     if not _TARGET_RE.match(target) or not (GO_TARGETS_DIR / "cmd" / target).is_dir():
         known = ", ".join(list_targets()) if (GO_TARGETS_DIR / "cmd").is_dir() else "none"
         raise ConfigError("target", f"no Go target {target!r}", expected=f"one of: {known}")
-    return _compile(target, GO_TARGETS_DIR, f"./cmd/{target}", race=race)
+    return _compile(
+        target,
+        GO_TARGETS_DIR,
+        f"./cmd/{target}",
+        race=race,
+        key_extra=f":ldflags={ldflags}" if ldflags else "",
+        flags=[f"-ldflags={ldflags}"] if ldflags else [],
+    )
 
 
 def _main_package(path: Path, field: str) -> Path:

@@ -53,7 +53,14 @@ from harness.load.pacing import (
     validate_phases,
     write_control,
 )
-from harness.load.stats import SecondStats, Totals, WindowMerger, parse_line, series_for
+from harness.load.stats import (
+    EndpointWindow,
+    SecondStats,
+    Totals,
+    WindowMerger,
+    parse_line,
+    series_for,
+)
 from harness.run import Run
 from harness.wait import WaitTimeout, wait_until
 
@@ -414,6 +421,15 @@ class LoadGenerator(Component):
         target = self._target_at(second.second + 0.5)
         if target is not None:
             self.run.timeline.sample("load.target_rps", target, at=at)
+
+    def total(self) -> EndpointWindow:
+        """Every request so far, all endpoints merged: count, failures and the bucketed
+        response-time histogram (ms), e.g. to pool several runs before a percentile."""
+        out = EndpointWindow()
+        with self._stats_lock:
+            for ep in self._totals.endpoints.values():
+                out.add(ep)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Totals over the run so far: requests, failures, rps, p50/p95/p99, per endpoint."""

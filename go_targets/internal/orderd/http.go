@@ -30,6 +30,9 @@ func (srv *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h(sw, r)
+		if extraDelay > 0 {
+			time.Sleep(extraDelay)
+		}
 		dur.Observe(time.Since(start).Seconds())
 		srv.m.Requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 	})

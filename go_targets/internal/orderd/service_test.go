@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/faultline/faultline/go_targets/internal/bugs"
 	"github.com/faultline/faultline/go_targets/internal/store"
@@ -59,4 +60,19 @@ func TestServiceConcurrentBugsOff(t *testing.T) {
 	if err := s.pool.healthy(beatEvery * 20); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestParseDelay(t *testing.T) {
+	if d := parseDelay(""); d != 0 {
+		t.Fatalf("empty: %v", d)
+	}
+	if d := parseDelay("3ms"); d != 3*time.Millisecond {
+		t.Fatalf("3ms: %v", d)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a bad duration must panic at start, not be ignored")
+		}
+	}()
+	parseDelay("three")
 }
