@@ -1,4 +1,5 @@
-"""The ``faultline`` command: doctor, list, run, report, coverage, clean, observe.
+"""The ``faultline`` command: doctor, list, run, report, coverage, clean, observe,
+compare, calibrate, init.
 
 Exit codes: 0 success; 1 a scenario failed or something was left behind;
 2 bad input (names the field); 130/143 interrupted (everything reverted).
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import compare, coverage_cmd, doctor, observe_cmd, thresholds
+from harness import compare, coverage_cmd, doctor, init_cmd, observe_cmd, thresholds
 from harness.config import (
     BACKENDS,
     IMPLEMENTED_BACKENDS,
@@ -173,7 +174,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faultline", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="faultline",
+        description=__doc__.splitlines()[0],
+        epilog=init_cmd.USAGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show component output")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="what is installed, what each backend needs").set_defaults(
@@ -197,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     observe_cmd.register(sub)
     compare.register(sub)
     thresholds.register(sub)
+    init_cmd.register(sub)
     return p
 
 

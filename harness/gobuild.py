@@ -1,8 +1,8 @@
-"""Build the Go targets under ``go_targets/cmd`` into a content-addressed cache.
+"""Build the Go targets under ``go_targets/cmd`` (and any Go package) into a content cache.
 
-A binary is keyed by a hash of the module's non-test sources (``*.go``,
-``go.mod``, ``go.sum``, ``*.proto``), the target name, the race flag and the Go
-version, so an unchanged tree never rebuilds. Builds go to a temporary file
+A binary is keyed by a hash of its module's non-test sources (``*.go``,
+``go.mod``, ``go.sum``, ``*.proto``), the package's path in the module, the race
+flag and the Go version, so an unchanged tree never rebuilds. Builds go to a temporary file
 that is renamed into place, under a per-target file lock: two concurrent
 callers get the same binary and at most one of them compiles it.
 
@@ -17,6 +17,7 @@ Example::
     racy = build("orderd", race=True)
     prog = build_package(Path("tests/gobugs/cmd/doublelock"))   # any module's main package
     slower = build("orderd", ldflags="-X <pkg>.requestDelay=2ms")  # a different build
+    mine = build_package(Path("examples/inventoryd"))   # a user's package, its own go.mod
 
 Prebuild everything (CI): ``python -m harness.gobuild [--race] [--proto] [targets...]``.
 """
@@ -53,6 +54,7 @@ __all__ = [
     "go_version",
     "list_targets",
     "main",
+    "module_root",
     "source_key",
 ]
 
@@ -185,13 +187,23 @@ def _main_package(path: Path, field: str) -> Path:
         [p for p in path.glob("*.go") if not p.name.endswith("_test.go")] if path.is_dir() else []
     )
     if not sources:
-        raise ConfigError(field, f"{path} holds no Go package", expected="a directory of .go files")
+        raise ConfigError(
+            field, f"{path} is not a directory with .go files", expected="a Go main package"
+        )
     if not any(re.search(r"^package main\b", p.read_text(errors="replace"), re.M) for p in sources):
         raise ConfigError(field, f"{path} is not a main package", expected="package main")
-    for parent in (path, *path.parents):
+    return module_root(path, field)
+
+
+def module_root(package_dir: Path, field: str = "package") -> Path:
+    """The directory of the ``go.mod`` that ``package_dir`` belongs to (itself or a parent)."""
+    start = package_dir.resolve()
+    for parent in (start, *start.parents):
         if (parent / "go.mod").is_file():
             return parent
-    raise ConfigError(field, f"{path} is not inside a Go module", expected="a go.mod above it")
+    raise ConfigError(
+        field, f"{package_dir} is not inside a Go module", expected="a go.mod at or above it"
+    )
 
 
 def build_package(

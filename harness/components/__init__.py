@@ -1,1 +1,1 @@
-"""Components: etcd, Go services, Prometheus, Toxiproxy, load generators."""
+"""Components: etcd, any service (Service; orderd is one), Prometheus, Toxiproxy, load."""

@@ -122,3 +122,40 @@ def test_real_orderd_serves_http_and_grpc(monkeypatch: pytest.MonkeyPatch, tmp_p
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_package_key_is_the_modules_own(tmp_path: Path) -> None:
+    # A user's package: keyed by its own module's sources, not go_targets'.
+    mod = _tree(tmp_path / "mod")
+    assert gobuild.module_root(mod / "cmd" / "x") == mod.resolve()
+    base = gobuild.source_key("pkg:cmd/x", race=False, go_ver="go1.26.0", src=mod)
+    (mod / "cmd" / "x" / "extra.go").write_text("package main\n")
+    assert gobuild.source_key("pkg:cmd/x", race=False, go_ver="go1.26.0", src=mod) != base
+
+
+def test_build_package_refuses_what_is_not_a_go_package(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not a directory with \.go files"):
+        gobuild.build_package(tmp_path)
+    (tmp_path / "main.go").write_text("package main\n\nfunc main() {}\n")
+    with pytest.raises(ConfigError, match="not inside a Go module"):
+        gobuild.build_package(tmp_path)
+
+
+@needs_go
+def test_build_package_builds_from_its_own_module_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FAULTLINE_CACHE_DIR", str(tmp_path / "cache"))
+    mod = _tree(tmp_path / "mod")
+    (mod / "cmd" / "x" / "main.go").write_text(
+        'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("from x") }\n'
+    )
+    binary = gobuild.build_package(mod / "cmd" / "x")
+    assert binary.parent == tmp_path / "cache" and binary.name.startswith("x-")
+    mtime = binary.stat().st_mtime_ns
+    assert gobuild.build_package(mod / "cmd" / "x") == binary
+    assert binary.stat().st_mtime_ns == mtime
+    out = subprocess.run([str(binary)], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout == "from x\n"
+    racy = gobuild.build_package(mod / "cmd" / "x", race=True)
+    assert racy != binary and racy.name.endswith("-race")
