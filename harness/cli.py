@@ -1,5 +1,6 @@
-"""The ``faultline`` command: doctor, list, run, report, coverage, clean, observe,
-compare, calibrate, init.
+"""faultline: chaos and fault-reproduction scenarios with measured detection and recovery.
+
+Subcommands: doctor, list, run, report, coverage, clean, observe, compare, calibrate, init.
 
 Exit codes: 0 success; 1 a scenario failed or something was left behind;
 2 bad input (names the field); 130/143 interrupted (everything reverted).
@@ -177,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="faultline",
         description=__doc__.splitlines()[0],
-        epilog=init_cmd.USAGE_EPILOG,
+        epilog=init_cmd.USAGE_EPILOG + "\n\n" + observe_cmd.USAGE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show component output")

@@ -45,7 +45,15 @@ from harness.run import Run
 from harness.timeline import Timeline
 from harness.wait import WaitTimeout, wait_until
 
-__all__ = ["DUMP_EVERY_S", "ObserveArgs", "parse_args", "register"]
+__all__ = ["DUMP_EVERY_S", "USAGE_EPILOG", "ObserveArgs", "parse_args", "register"]
+
+#: For ``faultline --help``: the other way in, any Go program as it is.
+USAGE_EPILOG = """\
+observing any Go program (no change to it, no pprof endpoint needed):
+  faultline observe [--race] [--for SECONDS] [--load LOCUSTFILE --rate N] -- PROGRAM ARGS...
+  faultline observe --go-package DIR [--race] [--for SECONDS]
+  exit 1 on a finding (deadlock, leak, race, crash), 0 clean, 2 bad input;
+  README: "Observing any Go program"."""
 
 log = logging.getLogger(__name__)
 
