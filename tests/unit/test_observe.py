@@ -203,7 +203,7 @@ def _observe(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
         (["--load", "/nonexistent/locustfile.py", "--", "/bin/true"], "--load: "),
         (["--load", "orderd_http", "--rate", "0", "--", "/bin/true"], "--rate: '0'"),
         (["--go-package", str(REPO / "tests/gobugs/internal/shop")], "--go-package: "),
-        (["--go-package", "/nonexistent/pkg"], "--go-package: /nonexistent/pkg is not a directory with .go files"),
+        (["--go-package", "/nonexistent/pkg"], "--go-package: /nonexistent/pkg is not a directory"),
         (["--no-leak-profile", "--", "/bin/true"], "--no-leak-profile: applies to --go-package"),
     ],
 )
