@@ -345,17 +345,31 @@ def _lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def _repository(here: Path) -> Path | None:
+    """The git work tree the scenario is written into (the nearest ``.git`` above it)."""
+    for d in (here, *here.parents):
+        if (d / ".git").exists():
+            return d
+    return None
+
+
+def _relative(path: Path, here: Path) -> bool:
+    """Whether ``path`` is inside the repository the scenario goes in: they move together."""
+    repo = _repository(here)
+    return repo is not None and path.is_relative_to(repo)
+
+
 def _path_expr(path: Path, here: Path) -> str:
-    """``HERE / "rel/path"`` when ``path`` shares a tree with the scenario (so both can
-    move together, e.g. in your repository), else ``Path("/absolute/path")``."""
-    if os.path.commonpath([path, here]) == "/":
+    """``HERE / "rel/path"`` when ``path`` is in the same git repository as the scenario
+    (so both can move together), else ``Path("/absolute/path")``."""
+    if not _relative(path, here):
         return f"Path({_lit(str(path))})"
     return f"HERE / {_lit(os.path.relpath(path, here))}"
 
 
 def _shown(path: Path, here: Path) -> str:
     """A path as the scenario's docstring names it."""
-    return str(path) if os.path.commonpath([path, here]) == "/" else os.path.relpath(path, here)
+    return os.path.relpath(path, here) if _relative(path, here) else str(path)
 
 
 def _items(items: list[str], indent: int, brackets: str = "[]") -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_init_inside_a_tree_writes_relative_paths_and_a_kill(tmp_path: Path) -> 
     # A user's repository: the scenario and the service move together.
     repo = tmp_path / "repo"
     shutil.copytree(EXAMPLE, repo / "svc", ignore=shutil.ignore_patterns("*_test.yml"))
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=30)
     argv = _args(repo / "faultline", "--fault", "kill", "--expect-alert", "InventorydRestarted")
     argv = [a.replace(str(EXAMPLE), str(repo / "svc")) for a in argv]
     assert main(argv) == 0
