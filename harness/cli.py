@@ -96,6 +96,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"the {backend} backend is not implemented yet",
             expected=" | ".join(IMPLEMENTED_BACKENDS),
         )
+    if backend == "kubernetes":
+        from harness.backends.kubernetes import CLUSTER_FIX, find_kubeconfig
+
+        kubeconfig = find_kubeconfig()
+        if kubeconfig is None or not kubeconfig.is_file():
+            raise ConfigError(
+                where,
+                f"no Kubernetes cluster: no kubeconfig{f' at {kubeconfig}' if kubeconfig else ''}",
+                expected=f"a cluster: {CLUSTER_FIX}",
+            )
     keep = args.keep_artifacts or env_setting("FAULTLINE_KEEP_ARTIFACTS", parse_bool, False)
     report_dir = Path(
         args.report_dir or env_setting("FAULTLINE_REPORT_DIR", lambda v, _: v, "faultline-reports")
