@@ -437,8 +437,10 @@ class KubernetesBackend:
             self.core = client.CoreV1Api(self.api)
             self.core.list_node(_request_timeout=5)
         except Exception as err:
+            why = getattr(err, "reason", None) or err  # urllib3's MaxRetryError: the cause
             raise BackendUnavailable(
-                f"the Kubernetes cluster of {path} ({type(err).__name__}: {err})", CLUSTER_FIX
+                f"the Kubernetes cluster of {path} (it does not answer: {str(why)[:160]})",
+                CLUSTER_FIX,
             ) from err
         if not POD_LOGS.is_dir():
             self.api.close()
@@ -784,6 +786,9 @@ class KubernetesBackend:
                 if version:
                     kw["resource_version"] = version
                 for event in stream.stream(self.core.list_namespaced_pod, self.namespace, **kw):
+                    if event["type"] == "ERROR":  # the version expired: from the current state
+                        version = None
+                        break
                     pod = event["object"]
                     version = pod.metadata.resource_version
                     self._observe(event["type"], pod)

@@ -24,6 +24,7 @@ import pytest
 
 from harness import cleanup
 from harness.backends.base import Backend
+from harness.errors import BackendUnavailable
 from harness.run import Run
 
 BACKENDS = ["local", "docker", "kubernetes"]
@@ -53,7 +54,10 @@ def make_backend(name: str, run: Run) -> Backend:
     if name == "kubernetes":
         from harness.backends.kubernetes import KubernetesBackend
 
-        return KubernetesBackend(run)  # BackendUnavailable (no cluster) is a skip
+        try:
+            return KubernetesBackend(run)
+        except BackendUnavailable as err:  # its message says `faultline cluster up`
+            pytest.skip(str(err))
     raise AssertionError(f"unknown backend {name}")
 
 
