@@ -1190,7 +1190,9 @@ class KubernetesBackend:
             "limits": {"cpu": _cpu_quantity(cores), "memory": str(mem)},
         }}]}}  # fmt: skip
         try:
-            self.core.patch_namespaced_pod_resize(name, self.namespace, body)
+            self.core.patch_namespaced_pod_resize(
+                name, self.namespace, body, _content_type="application/strategic-merge-patch+json"
+            )
         except ApiException as err:
             raise FaultError(f"cannot resize {name} (cpu={cpu}, memory={memory}): {err}") from err
         w.cpu, w.memory = cpu, memory
