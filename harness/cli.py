@@ -28,6 +28,7 @@ from harness.config import (
     parse_dir,
 )
 from harness.errors import ConfigError, HarnessError
+from harness.kube import cmd as cluster_cmd
 from harness.run import clean_runs, state_root
 
 __all__ = ["main", "scenario_files", "scenarios_dir"]
@@ -211,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
     observe_cmd.register(sub)
+    cluster_cmd.register(sub)
     compare.register(sub)
     thresholds.register(sub)
     init_cmd.register(sub)
