@@ -25,6 +25,13 @@ def _need_root() -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     _need_root()
+    current = cluster.status()
+    if current["up"]:
+        print(
+            f"already up since {current['ready']['started_at']}: "
+            f"kubeconfig {current['ready']['kubeconfig']}"
+        )
+        return 0
     try:
         ready = cluster.up()
     except MissingDependency as err:
@@ -57,10 +64,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    _need_root()
     tar = Path(args.tar)
     if not tar.is_file():
         raise ConfigError("TAR", f"{args.tar!r} is not a file", expected="an image archive")
+    _need_root()
     print(cluster.import_image(tar), end="")
     return 0
 

@@ -120,3 +120,25 @@ def test_status_of_an_absent_cluster_is_down(tmp_path: Path) -> None:
     st = cluster.status(cluster.Layout(tmp_path / "none"))
     assert st["up"] is False and st["ready"] is None
     assert set(st["processes"]) == set(cluster.ORDER)
+
+
+def test_cluster_up_without_packages_exits_2_naming_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    real_up = cluster.up
+    monkeypatch.setattr(cluster, "PACKAGES", {"containerd": tmp_path / "no-containerd"})
+    monkeypatch.setattr(cluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cluster, "up", lambda: real_up(cluster.Layout(tmp_path / "state")))
+    assert main(["cluster", "up"]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install containerd" in err and ".ci/setup" in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_cluster_import_of_a_missing_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["cluster", "import", "/nonexistent/image.tar"]) == 2
+    assert "TAR: '/nonexistent/image.tar' is not a file" in capsys.readouterr().err
