@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -127,10 +128,12 @@ def test_cluster_up_without_packages_exits_2_naming_them(
 ) -> None:
     from harness.cli import main
 
-    real_up = cluster.up
+    real_up, real_status = cluster.up, cluster.status
+    layout = cluster.Layout(tmp_path / "state")
     monkeypatch.setattr(cluster, "PACKAGES", {"containerd": tmp_path / "no-containerd"})
-    monkeypatch.setattr(cluster.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(cluster, "up", lambda: real_up(cluster.Layout(tmp_path / "state")))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cluster, "status", lambda given=layout: real_status(given))
+    monkeypatch.setattr(cluster, "up", lambda: real_up(layout))
     assert main(["cluster", "up"]) == 2
     err = capsys.readouterr().err
     assert "apt-get install containerd" in err and ".ci/setup" in err
