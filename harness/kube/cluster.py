@@ -831,7 +831,10 @@ def status(layout: Layout = Layout()) -> dict[str, Any]:
     for name in ORDER:
         pid = _read_pid(layout, name)
         procs[name] = pid if pid is not None and _pid_alive(pid, name) else None
-    ready = json.loads(layout.ready.read_text()) if layout.ready.exists() else None
+    try:
+        ready = json.loads(layout.ready.read_text())
+    except OSError:  # absent, or not root: the state dir is 0700
+        ready = None
     api = False
     if ready is not None:
         with contextlib.suppress(OSError, ssl.SSLError):
