@@ -48,6 +48,8 @@ __all__ = [
     "down",
     "import_image",
     "missing_packages",
+    "running",
+    "scratch_image_tar",
     "status",
     "up",
 ]
