@@ -695,7 +695,9 @@ class KubernetesBackend:
         if w.placement.ports:
             self._create_service(spec)
         self._create_pod(w, image)
-        tail = w.tail = _LogTail(self.run.dir / "logs" / f"{spec.name}.log", lambda: self._logs(w))
+        log_file = self.run.dir / "logs" / f"{spec.name}.log"
+        log_file.touch()  # there from the start, as on the other backends, even if nothing is said
+        tail = w.tail = _LogTail(log_file, lambda: self._logs(w))
         tail.start()
         if spec.liveness is not None:
             w.prober = threading.Thread(
