@@ -463,3 +463,89 @@ def docker_update_limits(
         mem = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         with contextlib.suppress(NotFound):  # removed meanwhile: nothing left to restore
             c.update(cpu_period=cpu_period, cpu_quota=cpu_quota, mem_limit=mem, memswap_limit=mem)
+
+
+@inverse
+def delete_kube_namespace(run_id: str, namespace: str, kubeconfig: str) -> None:
+    """Delete a run's Kubernetes namespace (and its Pods and Services); wait until it is gone.
+
+    Only a namespace named ``faultline-...`` and labelled ``faultline=1`` and
+    ``faultline.run=<run_id>``. Its Pods are deleted first with a 1 s grace
+    (kubelet confirms each once its containers are dead), then the namespace.
+    A kubeconfig that no longer exists means the cluster is gone, and with it
+    the namespace; a cluster that does not answer is an error (run
+    ``faultline clean`` again once it is up).
+    """
+    if not namespace.startswith(NETNS_PREFIX):
+        raise ValueError(f"refusing to touch namespace {namespace}: not faultline's")
+    if not Path(kubeconfig).is_file():
+        return
+    import urllib3
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    core = client.CoreV1Api(api)
+    try:
+        try:
+            ns = core.read_namespace(namespace, _request_timeout=10)
+        except ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        labels = ns.metadata.labels or {}
+        if labels.get("faultline") != "1" or labels.get("faultline.run") != run_id:
+            raise ValueError(f"refusing to touch namespace {namespace}: not run {run_id}'s")
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=1)
+        deadline = time.monotonic() + 120
+        while core.list_namespaced_pod(namespace, _request_timeout=10).items:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Pods of namespace {namespace} still there after 120 s")
+            time.sleep(0.2)
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(namespace)
+        while True:
+            try:
+                core.read_namespace(namespace, _request_timeout=10)
+            except ApiException as err:
+                if err.status == 404:
+                    return
+                raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"namespace {namespace} still there after 120 s")
+            time.sleep(0.2)
+    except ApiException as err:
+        raise RuntimeError(f"namespace {namespace}: {err.status} {err.reason}") from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:
+        raise RuntimeError(f"cluster of {kubeconfig} unreachable: {err}") from err
+    finally:
+        api.close()
+
+
+@inverse
+def release_cgroup2(path: str, root: str) -> None:
+    """Move the processes of a faultline cgroup2 directory back to ``root``; rmdir it.
+
+    The directory only serves socket matching (it has no controllers), and the
+    processes are a Pod's: they are handed back, not killed, so kubelet stays
+    their only owner.
+    """
+    p = _require_owned(path)
+    if not p.exists():
+        return
+    for _ in range(100):
+        try:
+            pids = (p / "cgroup.procs").read_text().split()
+        except FileNotFoundError:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):  # exited meanwhile
+                (Path(root) / "cgroup.procs").write_text(pid)
+        try:
+            p.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)  # a process forked while moving: move it too
+    raise RuntimeError(f"cgroup {p} could not be emptied")

@@ -29,6 +29,7 @@ from harness.config import (
     parse_dir,
 )
 from harness.errors import ConfigError, HarnessError
+from harness.kube import cmd as cluster_cmd
 from harness.run import clean_runs, state_root
 
 __all__ = ["main", "scenario_files", "scenarios_dir"]
@@ -97,6 +98,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"the {backend} backend is not implemented yet",
             expected=" | ".join(IMPLEMENTED_BACKENDS),
         )
+    if backend == "kubernetes":
+        from harness.backends.kubernetes import CLUSTER_FIX, find_kubeconfig
+
+        kubeconfig = find_kubeconfig()
+        if kubeconfig is None or not kubeconfig.is_file():
+            raise ConfigError(
+                where,
+                f"no Kubernetes cluster: no kubeconfig{f' at {kubeconfig}' if kubeconfig else ''}",
+                expected=f"a cluster: {CLUSTER_FIX}",
+            )
     keep = args.keep_artifacts or env_setting("FAULTLINE_KEEP_ARTIFACTS", parse_bool, False)
     report_dir = Path(
         args.report_dir or env_setting("FAULTLINE_REPORT_DIR", lambda v, _: v, "faultline-reports")
@@ -202,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run", help="only this run id")
     c.set_defaults(fn=cmd_clean)
     observe_cmd.register(sub)
+    cluster_cmd.register(sub)
     compare.register(sub)
     thresholds.register(sub)
     init_cmd.register(sub)

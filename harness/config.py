@@ -40,8 +40,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 BACKENDS = ("local", "docker", "kubernetes")
-# Kubernetes is designed (backends/base.py) but not built yet.
-IMPLEMENTED_BACKENDS = ("local", "docker")
+IMPLEMENTED_BACKENDS = ("local", "docker", "kubernetes")
 
 
 @dataclass(frozen=True)

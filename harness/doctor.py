@@ -115,9 +115,47 @@ def diagnose() -> list[Finding]:
         _cgroups(),
         _delve(),
         _docker_engine(),
-        _binary("kind", ["version"], "go install sigs.k8s.io/kind@latest", "kubernetes"),
-        _binary("kubectl", ["version", "--client"], f"{apt} kubernetes-client", "kubernetes"),
+        *_kubernetes(apt),
     ]
+
+
+def _kubernetes(apt: str) -> list[Finding]:
+    """What `faultline cluster up` needs: the Debian packages, its build, a running cluster."""
+    from harness.kube import cluster
+
+    found = [
+        Finding(
+            pkg,
+            path.exists(),
+            str(path) if path.exists() else "not installed",
+            "" if path.exists() else f"{apt} {pkg} (or .ci/setup)",
+            "kubernetes",
+        )
+        for pkg, path in cluster.PACKAGES.items()
+        if pkg != "etcd-server"
+    ]
+    built = cluster.cache_root() / cluster.build_key() / "bin"
+    ok = built.is_dir()
+    found.append(
+        Finding(
+            f"kubernetes {cluster.VERSION} build",
+            ok,
+            str(built) if ok else "not built yet (needs Go and the module proxy once)",
+            "" if ok else "faultline cluster up (builds it, cached)",
+            "kubernetes",
+        )
+    )
+    st = cluster.status()
+    found.append(
+        Finding(
+            "kubernetes cluster",
+            st["up"],
+            f"up: {st['ready']['kubeconfig']}" if st["up"] else "not running",
+            "" if st["up"] else "faultline cluster up (as root)",
+            "kubernetes",
+        )
+    )
+    return found
 
 
 def local_backend_ready(findings: list[Finding]) -> bool:

@@ -209,6 +209,10 @@ def make_backend(name: str, run: Run) -> Backend:
         from harness.backends.docker import DockerBackend
 
         return DockerBackend(run)
+    if name == "kubernetes":
+        from harness.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(run)
     raise BackendUnavailable(
         f"the {name} backend",
         "not implemented yet in this version of faultline: use --backend "

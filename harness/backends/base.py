@@ -12,20 +12,20 @@ How each operation maps per backend:
 ==================  ==========================  ===========================  ===============================
 operation           local                       docker (testcontainers)      kubernetes
 ==================  ==========================  ===========================  ===============================
-plan                free 127.0.0.1 port, lock   port published on 127.0.0.1  Service + port-forward on
-                    file against parallel runs  (container port = same no.)  127.0.0.1
+plan                free 127.0.0.1 port, lock   port published on 127.0.0.1  hostNetwork Pod: a 127.0.0.1
+                    file against parallel runs  (container port = same no.)  port planned as on local
 start               process in own pgroup +     container on the run's       Pod (+ Service) in the run's
                     cgroup, tagged env          network, labels              namespace, labels
-restart policy      supervisor thread with      harness thread: waits for    ``restartPolicy`` +
-                    exponential backoff         the exit, backs off,         CrashLoopBackOff
-                                                ``start`` (Docker's: ``no``)
+restart policy      supervisor thread with      harness thread: waits for    ``restartPolicy`` + kubelet's
+                    exponential backoff         the exit, backs off,         CrashLoopBackOff (harness
+                                                ``start`` (Docker's: ``no``) deletes at max_restarts)
 probes              polled by the supervisor    ``healthcheck``              liveness/readinessProbe
-stop / kill(sig)    signal the process group    ``stop`` / ``kill(signal)``  delete Pod / exec ``kill``
-pause / resume      freezer cgroup (v1 or v2)   ``pause`` / ``unpause``      exec ``kill -STOP/-CONT 1``
-set_limits          cgroup cpu quota, memory    ``docker update``            in-place resize or Pod re-create
+stop / kill(sig)    signal the process group    ``stop`` / ``kill(signal)``  delete Pod / signal host pid
+pause / resume      freezer cgroup (v1 or v2)   ``pause`` / ``unpause``      container's freezer cgroup
+set_limits          cgroup cpu quota, memory    ``docker update``            in-place resize (``resize``)
 status.oom_killed   cgroup oom_kill counter     ``State.OOMKilled``          ``lastState.terminated.reason``
-isolate / heal      iptables chain FL-<run>     ``network disconnect``       NetworkPolicy
-logs                file in the run directory   container logs -> file       Pod logs -> file
+isolate / heal      iptables chain FL-<run>     ``network disconnect``       iptables chain (no CNI policy)
+logs                file in the run directory   container logs -> file       CRI log files -> file
 ==================  ==========================  ===========================  ===============================
 """
 

@@ -24,9 +24,10 @@ import pytest
 
 from harness import cleanup
 from harness.backends.base import Backend
+from harness.errors import BackendUnavailable
 from harness.run import Run
 
-BACKENDS = ["local", "docker"]
+BACKENDS = ["local", "docker", "kubernetes"]
 
 
 def make_backend(name: str, run: Run) -> Backend:
@@ -50,6 +51,13 @@ def make_backend(name: str, run: Run) -> Backend:
             pytest.skip(f"no Docker engine ({err}): apt-get install docker.io and start dockerd")
         backend: Backend = module.DockerBackend(run)
         return backend
+    if name == "kubernetes":
+        from harness.backends.kubernetes import KubernetesBackend
+
+        try:
+            return KubernetesBackend(run)
+        except BackendUnavailable as err:  # its message says `faultline cluster up`
+            pytest.skip(str(err))
     raise AssertionError(f"unknown backend {name}")
 
 
@@ -78,6 +86,41 @@ def leftovers(run_id: str, *, but_watchdog: bool = False) -> list[str]:
         ]
     except Exception:  # noqa: BLE001 - no engine: no containers can be left
         pass
+    return found + kube_leftovers(run_id)
+
+
+def kube_leftovers(run_id: str) -> list[str]:
+    """Namespaces, Pods and Services labelled with the run, on the cluster the backend uses."""
+    try:
+        from kubernetes import client, config
+
+        from harness.backends.kubernetes import find_kubeconfig
+
+        path = find_kubeconfig()
+        if path is None or not path.is_file():
+            return []
+        api = config.new_client_from_config(config_file=str(path))
+    except Exception:  # noqa: BLE001 - no client or no kubeconfig: nothing can be left
+        return []
+    selector = f"faultline.run={run_id}"
+    try:
+        core = client.CoreV1Api(api)
+        found = [
+            f"namespace {ns.metadata.name}"
+            for ns in core.list_namespace(label_selector=selector, _request_timeout=5).items
+        ]
+        found += [
+            f"pod {p.metadata.namespace}/{p.metadata.name}"
+            for p in core.list_pod_for_all_namespaces(label_selector=selector).items
+        ]
+        found += [
+            f"service {s.metadata.namespace}/{s.metadata.name}"
+            for s in core.list_service_for_all_namespaces(label_selector=selector).items
+        ]
+    except Exception:  # noqa: BLE001 - a cluster that does not answer cannot be checked
+        return []
+    finally:
+        api.close()
     return found
 
 

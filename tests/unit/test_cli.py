@@ -42,10 +42,6 @@ def test_list_names_every_scenario_file_with_its_summary(
         (["run", "no-such-scenario"], "SCENARIO: unknown scenario 'no-such-scenario'"),
         (["run", "etcd-tls-storm", "--budget-scale", "0"], "--budget-scale: 0.0 is out of range"),
         (["report", "/nonexistent/report.json"], "/nonexistent/report.json: cannot read a report"),
-        (
-            ["run", "etcd-tls-storm", "--backend", "kubernetes"],
-            "--backend: the kubernetes backend is not implemented yet",
-        ),
     ],
 )
 def test_bad_input_exits_2_naming_the_field_with_no_run_made(
@@ -68,8 +64,8 @@ def test_bad_input_exits_2_naming_the_field_with_no_run_made(
         ({"FAULTLINE_BUDGET_SCALE": "0.5"}, "FAULTLINE_BUDGET_SCALE: 0.5 is out of range"),
         ({"FAULTLINE_BACKEND": "nomad"}, "environment FAULTLINE_BACKEND: unknown backend 'nomad'"),
         (
-            {"FAULTLINE_BACKEND": "kubernetes"},
-            "FAULTLINE_BACKEND: the kubernetes backend is not implemented yet",
+            {"FAULTLINE_BACKEND": "kubernetes", "KUBECONFIG": "/nonexistent/kubeconfig"},
+            "FAULTLINE_BACKEND: no Kubernetes cluster: no kubeconfig at /nonexistent/kubeconfig",
         ),
         ({"FAULTLINE_KEEP_ARTIFACTS": "maybe"}, "environment FAULTLINE_KEEP_ARTIFACTS: 'maybe'"),
         ({"FAULTLINE_SCENARIOS": "/nonexistent"}, "FAULTLINE_SCENARIOS: '/nonexistent' is not a"),
@@ -175,3 +171,15 @@ def test_doctor_passes_on_a_machine_set_up_by_ci_setup() -> None:
     )
     assert res.returncode == 0, res.stdout
     assert "local backend: ready" in res.stdout
+
+
+def test_kubernetes_without_a_cluster_exits_2_saying_how_to_get_one(tmp_path: Path) -> None:
+    res = _faultline(
+        "run", "etcd-tls-storm", "--backend", "kubernetes",
+        state=tmp_path, env={"KUBECONFIG": "/nonexistent/kubeconfig"},
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "--backend: no Kubernetes cluster" in res.stderr
+    assert "faultline cluster up" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,1 @@
+"""A real one-node Kubernetes cluster for the kubernetes backend: :mod:`harness.kube.cluster`."""
