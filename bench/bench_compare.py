@@ -1,27 +1,38 @@
-"""``faultline compare`` on real builds: a +20 % P99 regression vs an identical build, N tries each.
+"""``faultline compare`` on real builds: a +20 % latency regression vs an identical build.
 
-orderd (in-memory store) is built three times from the same source: the baseline; an
-identical build (``-X ...requestDelay=0s``: the same code path, a different binary); and a
-slower build (``-X ...requestDelay=<d>``), where ``d`` is 20 % of the baseline's P99 as
-measured first on this machine now (a pilot of ``--pilot`` repetitions), so that the
-candidate's P99 is really about 1.2x. Then ``--tries`` comparisons of each pair, each with
-the given repetitions, rate and duration (alternating A B B A, the same as the CLI), and
-the verdicts counted: the regression must be flagged every time, the identical build never.
-Prints figures; asserts nothing.
+What "+20 %" means here: orderd (in-memory store) stands for a service whose response time is
+dominated by its own work, a wait on a backend, which a link-time setting makes 60 ms per API
+request (``-X ...requestDelay=60ms``). Three builds of the same source:
 
-Usage: .venv/bin/python bench/bench_compare.py [--tries 10] [--repeat 9] [--rate 100]
-       [--duration 5] [--pilot 4]
+* baseline: ``requestDelay=60ms``;
+* identical: ``requestDelay=60000us``, the same 60 ms wait, a different binary;
+* regression: ``requestDelay=72ms``, each request's own work 20 % longer (as if the backend call
+  got 20 % slower): P50 is +20 %, P99 a little less, as the machine's own noise (10-20 ms of
+  scheduling delay in the slowest 1 %, on this shared 2-core machine) adds to both tails.
+
+60 ms rather than 20: at 20 ms that noise is as large as the work itself, the pooled P99 of two
+identical builds differs by up to 17 %, and 20 vs 24 ms was flagged 4 of 10 times (README).
+Below 100 ms on purpose: locust's histogram is exact there, 10 ms buckets above.
+
+Then ``--tries`` comparisons of each pair, with the CLI's defaults (repetitions, rate, duration,
+schedule ``together``, budget p99=5 %) unless given (``--budget`` adds one, as the CLI's does),
+and the verdicts counted: the regression must be flagged every time, the identical build never.
+Prints each try's P99 and P50 change with its 95 % interval and the 1-minute load average;
+asserts nothing.
+
+Usage: .venv/bin/python bench/bench_compare.py [--tries 10] [--repeat N] [--rate R]
+       [--duration S] [--base-ms 60] [--slower-ms 72] [--budget p50=5%]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import time
 from pathlib import Path
 
 from harness import gobuild
-from harness.compare import METRICS, CompareConfig, run_compare
+from harness.compare import METRICS, CompareConfig, MetricResult, parse_budget, run_compare
 from harness.pytest_plugin import make_backend
 from harness.run import Run
 
@@ -31,9 +42,10 @@ ARGS = (
     "--grpc-addr={host}:{grpc}",
     "--admin-addr={host}:{admin}",
 )
+DEFAULTS = CompareConfig(baseline="", candidate="")
 
 
-def _config(a: argparse.Namespace, base: Path, cand: Path, repeat: int) -> CompareConfig:
+def _config(a: argparse.Namespace, base: Path, cand: Path) -> CompareConfig:
     return CompareConfig(
         baseline=str(base),
         candidate=str(cand),
@@ -42,7 +54,8 @@ def _config(a: argparse.Namespace, base: Path, cand: Path, repeat: int) -> Compa
         ready_path="/readyz",
         rate=a.rate,
         duration=a.duration,
-        repeat=repeat,
+        repeat=a.repeat,
+        budgets=a.budgets,
     )
 
 
@@ -50,32 +63,47 @@ def _quiet(line: str) -> None:
     pass
 
 
+def _pct(r: MetricResult) -> str:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:+.1f}%"
+
+    return (
+        f"{r.metric} {r.baseline} -> {r.candidate} ms {f(r.change)} [{f(r.low)}, {f(r.high)}] "
+        f"{r.verdict}"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tries", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=9)
-    p.add_argument("--rate", type=float, default=100.0)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--pilot", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=DEFAULTS.repeat)
+    p.add_argument("--rate", type=float, default=DEFAULTS.rate)
+    p.add_argument("--duration", type=float, default=DEFAULTS.duration)
+    p.add_argument("--base-ms", type=int, default=60)
+    p.add_argument("--slower-ms", type=int, default=72)
+    p.add_argument("--budget", action="append", metavar="METRIC=LIMIT",
+                   help="as faultline compare's (added to its default p99=5%%)")  # fmt: skip
     a = p.parse_args()
-    base = gobuild.build("orderd")
-    same = gobuild.build("orderd", ldflags=f"-X {PKG}.requestDelay=0s")
-    with Run.open() as run:
-        backend = make_backend("local", run)
-        try:
-            pilot = run_compare(_config(a, base, same, a.pilot), backend, run)
-        finally:
-            backend.close()
-    p99s = [METRICS["p99"].one(r) for r in pilot.baseline + pilot.candidate]
-    base_p99 = statistics.median(v for v in p99s if v is not None)
-    delay_ms = max(1, round(0.2 * base_p99))
-    slower = gobuild.build("orderd", ldflags=f"-X {PKG}.requestDelay={delay_ms}ms")
+    a.budgets = dict(DEFAULTS.budgets)
+    for text in a.budget or []:
+        name, budget = parse_budget(text)
+        a.budgets[name] = budget
+    budgets = ", ".join(
+        f"{name}={100 * b.limit:g}%" if METRICS[name].relative else f"{name}={b.limit:g}pp"
+        for name, b in a.budgets.items()
+    )
+    base = gobuild.build("orderd", ldflags=f"-X {PKG}.requestDelay={a.base_ms}ms")
+    same = gobuild.build("orderd", ldflags=f"-X {PKG}.requestDelay={1000 * a.base_ms}us")
+    slower = gobuild.build("orderd", ldflags=f"-X {PKG}.requestDelay={a.slower_ms}ms")
+    assert len({base, same, slower}) == 3, "three different binaries"
     print(
-        f"pilot: baseline P99 {base_p99:g} ms (median of {len(p99s)} repetitions); slower build "
-        f"adds {delay_ms} ms per request ({100 * delay_ms / base_p99:.0f} % of P99)",
+        f"baseline {a.base_ms} ms per request, identical {1000 * a.base_ms} us, regression "
+        f"{a.slower_ms} ms ({100 * (a.slower_ms / a.base_ms - 1):+.0f} %); {a.repeat} pairs x "
+        f"{a.duration:g}s at {a.rate:g} req/s per build, budgets {budgets}",
         flush=True,
     )
     counts = {"identical": 0, "regression": 0}
+    loads: list[float] = []
     started = time.monotonic()
     for i in range(a.tries):
         for kind, cand in (("identical", same), ("regression", slower)):
@@ -83,23 +111,23 @@ def main() -> None:
             with Run.open() as run:
                 backend = make_backend("local", run)
                 try:
-                    out = run_compare(
-                        _config(a, base, cand, a.repeat), backend, run, progress=_quiet
-                    )
+                    out = run_compare(_config(a, base, cand), backend, run, progress=_quiet)
                 finally:
                     backend.close()
-            p99 = next(r for r in out.results if r.metric == "p99")
+            by = {r.metric: r for r in out.results}
             counts[kind] += out.regressed
+            load1 = os.getloadavg()[0]
+            loads.append(load1)
             print(
-                f"try {i + 1} {kind:<10} p99 {p99.baseline} -> {p99.candidate} ms, change "
-                f"{100 * (p99.change or 0):+.1f}% [{100 * (p99.low or 0):+.1f}%, "
-                f"{100 * (p99.high or 0):+.1f}%] -> {p99.verdict} ({time.monotonic() - t0:.0f}s)",
+                f"try {i + 1} {kind:<10} {_pct(by['p99'])}; {_pct(by['p50'])}; "
+                f"load {load1:.1f} ({time.monotonic() - t0:.0f}s)",
                 flush=True,
             )
     print(
-        f"\nregression flagged: {counts['regression']}/{a.tries} slower builds (+{delay_ms} ms), "
-        f"{counts['identical']}/{a.tries} identical builds; {a.repeat} repetitions x "
-        f"{a.duration:g}s at {a.rate:g} req/s per build; {time.monotonic() - started:.0f}s"
+        f"\nregression flagged: {counts['regression']}/{a.tries} +"
+        f"{100 * (a.slower_ms / a.base_ms - 1):.0f} % builds, {counts['identical']}/{a.tries} "
+        f"identical builds; {a.repeat} pairs x {a.duration:g}s at {a.rate:g} req/s per build; "
+        f"{time.monotonic() - started:.0f}s; load average {min(loads):.1f}-{max(loads):.1f}"
     )
 
 

@@ -1,6 +1,6 @@
 """``faultline compare``: two builds under the same repeated load, a verdict per metric.
 
-:mod:`harness.compare.stats` is the pure statistics (bootstrap over repetitions,
+:mod:`harness.compare.stats` is the pure statistics (pooled repetitions, bootstrap over pairs,
 budgets, verdicts); :mod:`harness.compare.cli` runs the builds and the load.
 """
 

@@ -5,10 +5,11 @@ ports). Each repetition loads both at the same time (``--schedule together``,
 the default: whatever else the machine is doing hits both builds of a pair
 alike) or one after the other in the order A B B A A B B A (``alternate``:
 for builds whose own CPU use would slow the other). A repetition is one
-locust window of ``--duration`` seconds at ``--rate`` per build; the metrics,
-the paired 95 % intervals and the verdicts are described in
-:mod:`harness.compare.stats`. Exit 1 when any metric regressed beyond its
-budget, 0 otherwise, 2 on bad input (nothing started).
+locust window of ``--duration`` seconds at ``--rate`` per build; the metrics
+(over each build's pooled requests), the 95 % intervals (bootstrap over pairs)
+and the verdicts are described in :mod:`harness.compare.stats`. Exit 1 when
+any metric regressed beyond its budget, 0 otherwise, 2 on bad input (nothing
+started).
 
 Example (orderd, in-memory store)::
 
@@ -56,8 +57,8 @@ class CompareConfig:
     image: bool = False
     ready_path: str = "/"
     locustfile: str = "orderd_http"
-    rate: float = 50.0
-    duration: float = 10.0
+    rate: float = 100.0
+    duration: float = 5.0
     repeat: int = 9
     budgets: dict[str, Budget] = field(default_factory=lambda: {"p99": Budget(0.05)})
     backend: str = "local"
@@ -250,8 +251,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             backend.close()
     print(outcome.render())
     print(
-        "change: median of the paired repetitions' changes; interval: 95% percentile "
-        "bootstrap over pairs (2000 resamples); regression = the whole interval beyond the budget"
+        "change: over each build's pooled requests; interval: 95% percentile bootstrap "
+        "over pairs (2000 resamples); regression = the whole interval beyond the budget"
     )
     verdict = "REGRESSION" if outcome.regressed else "no regression beyond the budgets"
     print(f"faultline compare: {verdict} ({time.monotonic() - started:.0f}s)")
@@ -279,9 +280,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ready-path", default="/", help="HTTP readiness path on the http port")
     p.add_argument("--locustfile", default="orderd_http",
                    help="built-in name or path of a locustfile (default orderd_http)")  # fmt: skip
-    p.add_argument("--rate", type=float, default=50.0, help="requests/s (default 50)")
-    p.add_argument("--duration", type=float, default=10.0,
-                   help="seconds per repetition (default 10)")  # fmt: skip
+    p.add_argument("--rate", type=float, default=100.0, help="requests/s per build (default 100)")
+    p.add_argument("--duration", type=float, default=5.0,
+                   help="seconds per repetition (default 5)")  # fmt: skip
     p.add_argument("--repeat", type=int, default=9, help="repetitions per build (default 9)")
     p.add_argument("--schedule", choices=SCHEDULES, default="together",
                    help="together: both builds loaded at once in each repetition (default); "

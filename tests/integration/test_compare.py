@@ -2,8 +2,9 @@
 
 The small CI version of bench/bench_compare.py (which measures the +20 % case 10 times
 over). Here the slower build adds 30 ms to every request, far above the noise of a shared
-CI machine, so the test checks the pipeline's verdicts (paired load, medians, bootstrap,
-budget), not its resolution. Nine pairs of 3 s windows at 50 req/s per build (~100 s both).
+CI machine, so the test checks the pipeline's verdicts (paired load, pooled metrics,
+bootstrap over pairs, budget), not its resolution. Nine pairs of 3 s windows at 50 req/s per
+build (~100 s both).
 """
 
 from __future__ import annotations

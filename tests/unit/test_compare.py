@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare.stats import Budget, Repetition, compare, parse_budget
+from harness.compare.stats import Budget, Repetition, compare, parse_budget, pool
 from harness.errors import ConfigError
 
 
@@ -37,6 +37,18 @@ def test_one_noisy_repetition_does_not_make_a_regression() -> None:
     cand = [_rep(2, tail=t) for t in (10, 11, 40, 10, 11)]  # one burst of other load
     (p99,) = compare(base, cand, {"p99": Budget(0.05)}, metrics=["p99"])
     assert p99.verdict != "regression"
+
+
+def test_metrics_are_taken_over_the_pooled_requests_of_all_repetitions() -> None:
+    # Per repetition P99 is 10 in four of five, but pooled the slowest 1 % are the 50 at 30.
+    reps = [_rep(2, tail=10) for _ in range(4)] + [Repetition(1000, 0, 10.0, Counter({30: 1000}))]
+    pooled = pool(reps)
+    assert (pooled.requests, pooled.seconds, sum(pooled.hist.values())) == (5000, 50.0, 5000)
+    base = [_rep(2, tail=10) for _ in range(5)]
+    (p99,) = compare(base, reps, {}, metrics=["p99"])
+    assert (p99.baseline, p99.candidate) == (10.0, 30.0)
+    assert p99.change == pytest.approx(2.0)
+    assert p99.verdict == "no budget"
 
 
 def test_errors_are_compared_in_percentage_points_and_throughput_downward() -> None:
