@@ -531,12 +531,16 @@ def pause_image_ref(pause: Path) -> str:
 
 
 def _pid_alive(pid: int, binary: str) -> bool:
-    """``pid`` runs ``binary`` (so a reused pid is never signalled)."""
+    """``pid`` runs ``binary`` (so a reused pid is never signalled).
+
+    Read from ``/proc/<pid>/exe``: ``cmdline`` can read empty for a while after the
+    exec (seen with containerd), which made a starting component look dead.
+    """
     try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
         return False
-    return Path(argv0).name == Path(binary).name
+    return Path(exe).name == Path(binary).name
 
 
 def _read_pid(layout: Layout, name: str) -> int | None:
