@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -951,6 +953,25 @@ def _mounts_under(path: Path) -> list[str]:
     return list(reversed(found))
 
 
+def _pod_netns() -> list[str]:
+    """The CNI's Pod network namespaces on this cluster's Pod network (``POD_CIDR``): the
+    bridge plugin's ``cni-*`` namespaces that a stopped containerd left behind."""
+    net = ipaddress.ip_network(POD_CIDR)
+    found = []
+    for entry in sorted(Path("/var/run/netns").glob("cni-*")):
+        res = subprocess.run(
+            ["ip", "-n", entry.name, "-o", "-4", "addr", "show"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        addrs = re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", res.stdout)
+        if any(ipaddress.ip_address(a) in net for a in addrs):
+            found.append(entry.name)
+    return found
+
+
 def down(layout: Layout = Layout()) -> list[str]:
     """Stop and remove everything :func:`up` made; returns what it did (empty: nothing
     was there). Safe to run again, and after a SIGKILL'd ``up``."""
@@ -975,6 +996,9 @@ def down(layout: Layout = Layout()) -> list[str]:
         if res.returncode != 0:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         done.append(f"unmounted {point}")
+    for ns in _pod_netns():
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+        done.append(f"deleted network namespace {ns}")
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
         done.append(f"deleted bridge {BRIDGE}")
