@@ -28,14 +28,14 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
 
 from harness import gobuild
-from harness.errors import ConfigError, MissingDependency
+from harness.components.prometheus import check_rule_file
+from harness.errors import ConfigError
 
 __all__ = ["FAULTS", "USAGE_EPILOG", "InitSpec", "plan", "register", "render"]
 
@@ -120,25 +120,6 @@ def _rewrite_port(text: str, name: str, number: str) -> str:
         text,
     )
     return re.sub(rf"(^|=){number}$", rf"\g<1>{{port:{name}}}", addr)
-
-
-def _promtool_check(path: Path, flag: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        raise MissingDependency("promtool (to check --rules)", "apt-get install -y prometheus")
-    res = subprocess.run(
-        [promtool, "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if res.returncode != 0:
-        raise ConfigError(
-            flag,
-            f"{path} is not a valid rule file: {(res.stdout + res.stderr).strip()}",
-            expected="a file that passes `promtool check rules`",
-        )
 
 
 def _size(value: str, flag: str) -> int:
@@ -258,7 +239,7 @@ def plan(ns: argparse.Namespace) -> InitSpec:
     alerts: list[str] = []
     for r in ns.rules:
         path = _existing_file(r, "--rules")
-        _promtool_check(path, "--rules")
+        check_rule_file(path, "--rules")
         rules.append(path)
         alerts += [a for a in _ALERT.findall(path.read_text()) if a not in alerts]
     if not alerts:

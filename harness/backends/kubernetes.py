@@ -110,8 +110,8 @@ from harness.backends.base import (
 )
 from harness.backends.cgroups import parse_flat_keyed
 from harness.backends.images import shared_libraries
+from harness.backends.netfilter import CHAIN_PARENTS, chain_prefix, install_drop_chain
 from harness.backends.ports import PortAllocator, RecordedLease, allocate_recorded
-from harness.cleanup import IPTABLES_PREFIX
 from harness.components.base import log_tail
 from harness.errors import (
     BackendUnavailable,
@@ -148,7 +148,6 @@ CLUSTER_FIX = (
 _NAME_RE = r"^[a-z]([a-z0-9-]{0,50}[a-z0-9])?$"
 _CPU_PERIOD_US = 100_000
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-_CHAIN_PARENTS = ["INPUT", "OUTPUT"]
 _BUILDER_VERSION = "1"
 _POLICY = {RestartMode.NEVER: "Never", RestartMode.ON_FAILURE: "OnFailure",
            RestartMode.ALWAYS: "Always"}  # fmt: skip
@@ -1286,26 +1285,17 @@ class KubernetesBackend:
             if seq is not None:
                 cg_seqs.append(seq)
         self._chains += 1
-        chain = f"{IPTABLES_PREFIX}{self.run.run_id.replace('-', '')[8:]}-k{self._chains}"
+        chain = f"{chain_prefix(self.run.run_id)}k{self._chains}"
         seq = self.run.ledger.record(
             f"isolate {name} from {', '.join(peers)}",
-            {"op": "remove_iptables_chain", "chain": chain, "parents": _CHAIN_PARENTS},
+            {"op": "remove_iptables_chain", "chain": chain, "parents": CHAIN_PARENTS},
         )
         w.isolation = (chain, seq, cg_seqs)
-        _iptables("-N", chain)
-        mine = sorted(w.placement.ports.values())
-        for peer, group in zip(others, groups[1:], strict=True):
-            theirs = sorted(peer.placement.ports.values())
-            for cg_path, ports in ((groups[0], theirs), (group, mine)):
-                for i in range(0, len(ports), 15):  # multiport takes at most 15 ports
-                    plist = ",".join(str(p) for p in ports[i : i + 15])
-                    for direction in ("--dports", "--sports"):
-                        _iptables(
-                            "-A", chain, "-p", "tcp", "-m", "cgroup", "--path", cg_path,
-                            "-m", "multiport", direction, plist, "-j", "DROP",
-                        )  # fmt: skip
-        for parent in _CHAIN_PARENTS:
-            _iptables("-I", parent, "1", "-j", chain)
+        install_drop_chain(
+            chain,
+            (groups[0], w.placement.ports.values()),
+            [(g, x.placement.ports.values()) for x, g in zip(others, groups[1:], strict=True)],
+        )
         self.run.ledger.applied(seq, chain=chain)
 
     def heal(self, name: str) -> None:
@@ -1370,9 +1360,3 @@ _FATAL_WAITING = ("ErrImageNeverPull", "InvalidImageName", "CreateContainerConfi
 
 def _cpu_quantity(cores: float) -> str:
     return f"{max(1, round(cores * 1000))}m"
-
-
-def _iptables(*args: str) -> None:
-    res = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"iptables {' '.join(args)}: {res.stderr.strip()}")

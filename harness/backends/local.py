@@ -54,8 +54,8 @@ from harness.backends.base import (
     WorkloadStatus,
 )
 from harness.backends.cgroups import WorkloadCgroup, detect_layout
+from harness.backends.netfilter import CHAIN_PARENTS, chain_prefix, install_drop_chain
 from harness.backends.ports import PortAllocator, RecordedLease, allocate_recorded
-from harness.cleanup import IPTABLES_PREFIX
 from harness.components.base import log_tail
 from harness.errors import BackendUnavailable, ComponentStartError, ConfigError
 from harness.run import Run, state_root
@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # no path separators, no "..": stays put
 _POLL = 0.05  # how often a supervisor looks for an exit
-_CHAIN_PARENTS = ["INPUT", "OUTPUT"]
 
 
 @dataclass
@@ -103,17 +102,6 @@ class _Workload:
 
 def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
-
-
-def chain_prefix(run_id: str) -> str:
-    """Prefix of the run's iptables chains: ``FL-`` + the run id's time and random parts."""
-    return f"{IPTABLES_PREFIX}{run_id.replace('-', '')[8:]}-"
-
-
-def _iptables(*args: str) -> None:
-    res = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"iptables {' '.join(args)}: {res.stderr.strip()}")
 
 
 class LocalBackend:
@@ -609,26 +597,15 @@ class LocalBackend:
         chain = f"{chain_prefix(self.run.run_id)}{self._chains}"  # <= 28 chars
         seq = self.run.ledger.record(
             f"isolate {name} from {', '.join(peers)}",
-            {"op": "remove_iptables_chain", "chain": chain, "parents": _CHAIN_PARENTS},
+            {"op": "remove_iptables_chain", "chain": chain, "parents": CHAIN_PARENTS},
         )
         w.isolation = (chain, seq)
-        _iptables("-N", chain)
-        mine = sorted(w.placement.ports.values())
-        for peer, group in zip(others, groups[1:], strict=True):
-            theirs = sorted(peer.placement.ports.values())
-            assert group is not None and groups[0] is not None
-            # Drop what the isolated workload's sockets send to (or get from) the
-            # peers' ports, and what the peers' sockets send to (or get from) its ports.
-            for cg_path, ports in ((groups[0], theirs), (group, mine)):
-                for i in range(0, len(ports), 15):  # multiport takes at most 15 ports
-                    plist = ",".join(str(p) for p in ports[i : i + 15])
-                    for direction in ("--dports", "--sports"):
-                        _iptables(
-                            "-A", chain, "-p", "tcp", "-m", "cgroup", "--path", cg_path,
-                            "-m", "multiport", direction, plist, "-j", "DROP",
-                        )  # fmt: skip
-        for parent in _CHAIN_PARENTS:
-            _iptables("-I", parent, "1", "-j", chain)
+        assert groups[0] is not None
+        install_drop_chain(
+            chain,
+            (groups[0], w.placement.ports.values()),
+            [(g, x.placement.ports.values()) for x, g in zip(others, groups[1:], strict=True) if g],
+        )
         self.run.ledger.applied(seq, chain=chain)
 
     def heal(self, name: str) -> None:

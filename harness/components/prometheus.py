@@ -44,7 +44,13 @@ from harness.observe.prom import AlertState, PromApi
 from harness.run import Run
 from harness.wait import WaitTimeout, wait_until
 
-__all__ = ["DEFAULT_RULES_DIR", "Prometheus", "ScrapeTarget", "default_rule_files"]
+__all__ = [
+    "DEFAULT_RULES_DIR",
+    "Prometheus",
+    "ScrapeTarget",
+    "check_rule_file",
+    "default_rule_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,27 @@ class ScrapeTarget:
                 f"scrape target {job}", f"{url!r} is not a URL", expected="http://h:p/path"
             )
         return cls(job, parts.netloc, parts.scheme, parts.path or "/metrics", **kwargs)
+
+
+def check_rule_file(path: Path, field: str) -> None:
+    """``promtool check rules`` on ``path``: :class:`ConfigError` naming ``field`` with
+    promtool's message when it fails, :class:`MissingDependency` without promtool."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        raise MissingDependency("promtool", _INSTALL)
+    res = subprocess.run(
+        [promtool, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise ConfigError(
+            field,
+            f"{path} is not a valid rule file: {(res.stdout + res.stderr).strip()}",
+            expected="a file that passes `promtool check rules`",
+        )
 
 
 class Prometheus(Component):
@@ -242,23 +269,8 @@ class Prometheus(Component):
     # -- internals ---------------------------------------------------------------
 
     def _check_rules(self) -> None:
-        promtool = shutil.which("promtool")
-        if promtool is None:
-            raise MissingDependency("promtool", _INSTALL)
         for i, p in enumerate(self.rule_files):
-            res = subprocess.run(
-                [promtool, "check", "rules", str(p)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            if res.returncode != 0:
-                raise ConfigError(
-                    f"prometheus.rule_files[{i}]",
-                    f"{p} is not a valid rule file: {(res.stdout + res.stderr).strip()}",
-                    expected="a file that passes `promtool check rules`",
-                )
+            check_rule_file(p, f"prometheus.rule_files[{i}]")
 
     def _limits_rules(self) -> str | None:
         rules = [
