@@ -17,10 +17,11 @@ Below 100 ms on purpose: locust's histogram is exact there, 10 ms buckets above.
 Then ``--tries`` comparisons of each pair, with the CLI's defaults (repetitions, rate, duration,
 schedule ``together``, budget p99=5 %) unless given (``--budget`` adds one, as the CLI's does),
 and the verdicts counted: the regression must be flagged every time, the identical build never.
-Prints each try's P99 and P50 change with its 95 % interval and the 1-minute load average;
+Prints each try's P99 and P50 change with its 95 % interval, the pairs it took (more while
+inconclusive, up to --max-repeat) and the 1-minute load average;
 asserts nothing.
 
-Usage: .venv/bin/python bench/bench_compare.py [--tries 10] [--repeat N] [--rate R]
+Usage: .venv/bin/python bench/bench_compare.py [--tries 10] [--repeat N] [--max-repeat N] [--rate R]
        [--duration S] [--base-ms 60] [--slower-ms 72] [--budget p50=5%]
 """
 
@@ -55,6 +56,7 @@ def _config(a: argparse.Namespace, base: Path, cand: Path) -> CompareConfig:
         rate=a.rate,
         duration=a.duration,
         repeat=a.repeat,
+        max_repeat=a.max_repeat,
         budgets=a.budgets,
     )
 
@@ -77,6 +79,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tries", type=int, default=10)
     p.add_argument("--repeat", type=int, default=DEFAULTS.repeat)
+    p.add_argument("--max-repeat", type=int, default=DEFAULTS.max_repeat)
     p.add_argument("--rate", type=float, default=DEFAULTS.rate)
     p.add_argument("--duration", type=float, default=DEFAULTS.duration)
     p.add_argument("--base-ms", type=int, default=60)
@@ -98,7 +101,8 @@ def main() -> None:
     assert len({base, same, slower}) == 3, "three different binaries"
     print(
         f"baseline {a.base_ms} ms per request, identical {1000 * a.base_ms} us, regression "
-        f"{a.slower_ms} ms ({100 * (a.slower_ms / a.base_ms - 1):+.0f} %); {a.repeat} pairs x "
+        f"{a.slower_ms} ms ({100 * (a.slower_ms / a.base_ms - 1):+.0f} %); {a.repeat} pairs "
+        f"(up to {_config(a, base, same).most_pairs}) x "
         f"{a.duration:g}s at {a.rate:g} req/s per build, budgets {budgets}",
         flush=True,
     )
@@ -120,13 +124,15 @@ def main() -> None:
             loads.append(load1)
             print(
                 f"try {i + 1} {kind:<10} {_pct(by['p99'])}; {_pct(by['p50'])}; "
+                f"{len(out.baseline)} pairs; "
                 f"load {load1:.1f} ({time.monotonic() - t0:.0f}s)",
                 flush=True,
             )
     print(
         f"\nregression flagged: {counts['regression']}/{a.tries} +"
         f"{100 * (a.slower_ms / a.base_ms - 1):.0f} % builds, {counts['identical']}/{a.tries} "
-        f"identical builds; {a.repeat} pairs x {a.duration:g}s at {a.rate:g} req/s per build; "
+        f"identical builds; {a.repeat}-{_config(a, base, same).most_pairs} pairs x "
+        f"{a.duration:g}s at {a.rate:g} req/s per build; "
         f"{time.monotonic() - started:.0f}s; load average {min(loads):.1f}-{max(loads):.1f}"
     )
 

@@ -4,8 +4,13 @@ Both builds run side by side as workloads of one run (each on its own planned
 ports). Each repetition loads both at the same time (``--schedule together``,
 the default: whatever else the machine is doing hits both builds of a pair
 alike) or one after the other in the order A B B A A B B A (``alternate``:
-for builds whose own CPU use would slow the other). A repetition is one
-locust window of ``--duration`` seconds at ``--rate`` per build; the metrics
+for builds whose own CPU use would slow the other). A repetition is a window
+of ``--duration`` whole wall-clock seconds at ``--rate`` per build. With
+``together`` one locust per build runs through all the windows, after 2 s of
+warm-up that count for nothing, so no locust starts or stops inside a measured
+second (that is where the slowest 1 % came from: the other build's locust
+importing itself); ``alternate`` starts one per step, each with the same
+warm-up. The metrics
 (over each build's pooled requests), the 95 % intervals (bootstrap over pairs)
 and the verdicts are described in :mod:`harness.compare.stats`. Exit 1 when
 any metric regressed beyond its budget, 0 otherwise, 2 on bad input (nothing
@@ -33,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends.base import Backend, Probe, ProbeKind, WorkloadSpec
-from harness.compare.stats import METRICS, Budget, MetricResult, Repetition, compare, parse_budget
+from harness.compare.stats import Budget, MetricResult, Repetition, compare, parse_budget
 from harness.config import BACKENDS, IMPLEMENTED_BACKENDS
-from harness.errors import ConfigError
+from harness.errors import ComponentStartError, ConfigError
 from harness.load import MAX_RATE, MAX_SECONDS, LoadGenerator, resolve_locustfile
+from harness.load.stats import percentile
 from harness.run import Run
 
 __all__ = ["CompareConfig", "Outcome", "register", "run_compare"]
@@ -45,6 +51,12 @@ log = logging.getLogger(__name__)
 
 _PORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 MAX_REPEAT = 50
+#: Seconds of load before the first measured window, left out of every metric.
+WARMUP = 2
+#: Seconds after a window's end before its last second is counted (the stats' grace).
+SETTLE = 2.5
+#: Seconds a locust gets to start its test.
+START_TIMEOUT = 60.0
 SCHEDULES = ("together", "alternate")
 
 
@@ -60,9 +72,18 @@ class CompareConfig:
     rate: float = 100.0
     duration: float = 5.0
     repeat: int = 9
+    #: While a budgeted verdict is inconclusive, ``repeat`` more pairs, up to this many
+    #: (None: three times ``repeat``, at most MAX_REPEAT; = ``repeat``: never more).
+    max_repeat: int | None = None
     budgets: dict[str, Budget] = field(default_factory=lambda: {"p99": Budget(0.05)})
     backend: str = "local"
     schedule: str = "together"  # or "alternate"
+
+    @property
+    def most_pairs(self) -> int:
+        if self.max_repeat is None:
+            return max(self.repeat, min(3 * self.repeat, MAX_REPEAT))
+        return self.max_repeat
 
     def validate(self) -> None:
         """ConfigError naming the flag; nothing is started before this passed."""
@@ -112,6 +133,17 @@ class CompareConfig:
             raise ConfigError("--schedule", repr(self.schedule), expected=" | ".join(SCHEDULES))
         if not 2 <= self.repeat <= MAX_REPEAT:
             raise ConfigError("--repeat", f"{self.repeat}", expected=f"2..{MAX_REPEAT}")
+        if not self.repeat <= self.most_pairs <= MAX_REPEAT:
+            raise ConfigError(
+                "--max-repeat", f"{self.max_repeat}", expected=f"{self.repeat}..{MAX_REPEAT}"
+            )
+        windows = self.repeat if self.schedule == "together" else 1
+        if WARMUP + windows * self.duration + 2 + START_TIMEOUT > MAX_SECONDS:
+            raise ConfigError(
+                "--repeat",
+                f"{self.repeat} x {self.duration:g}s is one load of more than {MAX_SECONDS:g} s",
+                expected="fewer or shorter repetitions",
+            )
 
 
 @dataclass(frozen=True)
@@ -146,13 +178,96 @@ def _spec(cfg: CompareConfig, backend: Backend, run: Run, name: str, target: str
     )
 
 
-def _order(cfg: CompareConfig) -> list[tuple[str, ...]]:
-    """The repetitions' steps: both builds at once, or A B B A A B B A ..."""
-    if cfg.schedule == "together":
-        return [("baseline", "candidate")] * cfg.repeat
+def _order(first: int, pairs: int) -> list[tuple[str, ...]]:
+    """The alternate schedule's steps for pairs ``first`` .. ``first + pairs - 1``
+    (from 0): A B B A A B B A ..."""
     out: list[tuple[str, ...]] = []
-    for i in range(cfg.repeat):
+    for i in range(first, first + pairs):
         out += [("baseline",), ("candidate",)] if i % 2 == 0 else [("candidate",), ("baseline",)]
+    return out
+
+
+def _measure(
+    cfg: CompareConfig,
+    run: Run,
+    urls: dict[str, str],
+    labels: tuple[str, ...],
+    windows: int,
+    progress: Callable[[str], None],
+    *,
+    first: int,
+    total: int,
+) -> dict[str, list[Repetition]]:
+    """Load the builds ``labels`` at once, each from its own locust, and measure
+    ``windows`` consecutive windows of ``cfg.duration`` seconds common to all of
+    them (numbered ``first``.. of ``total`` in the progress lines), after WARMUP
+    seconds of load that are left out (the locusts' start, first connections).
+    The loads are stopped when the last window is over."""
+    # Long enough for the first load to outlast the others' start; stopped early.
+    length = WARMUP + windows * cfg.duration + 2 + START_TIMEOUT
+    loads = {
+        label: LoadGenerator(
+            run,
+            locustfile=resolve_locustfile(cfg.locustfile, field="--locustfile"),
+            host=urls[label],
+            rate=cfg.rate,
+            duration=length,
+            name=f"load-{first}-{label}",
+            start_timeout=START_TIMEOUT,
+        )
+        for label in labels
+    }
+    with contextlib.ExitStack() as stack:
+        for load in loads.values():
+            stack.enter_context(load)
+        t0 = math.ceil(time.time()) + WARMUP
+        bounds = [
+            (t0 + round(i * cfg.duration), t0 + round((i + 1) * cfg.duration))
+            for i in range(windows)
+        ]
+        for i, (_, end) in enumerate(bounds, 1):
+            time.sleep(max(0.0, end + SETTLE - time.time()))
+            for label, load in loads.items():
+                w = load.window(*bounds[i - 1])
+                if w.n == 0:
+                    raise ComponentStartError(
+                        f"compare: no request of {label} completed in window {i} "
+                        f"(locust log {load.log_path})"
+                    )
+                progress(
+                    f"compare: {first + i - 1}/{total} {label}: "
+                    f"{w.n} requests, p99 {percentile(w.hist, 0.99)} ms, {w.fail} failed"
+                )
+    # Stopped: every second laid, late ones included.
+    out: dict[str, list[Repetition]] = {}
+    for label, load in loads.items():
+        out[label] = []
+        for start, end in bounds:
+            w = load.window(start, end)
+            out[label].append(Repetition(w.n, w.fail, float(end - start), w.hist))
+    return out
+
+
+def _pairs(
+    cfg: CompareConfig,
+    run: Run,
+    urls: dict[str, str],
+    done: int,
+    more: int,
+    progress: Callable[[str], None],
+) -> dict[str, list[Repetition]]:
+    """Pairs ``done + 1`` .. ``done + more`` of repetitions, by the schedule."""
+    if cfg.schedule == "together":
+        # One load per build for the whole batch, measured in common wall-clock
+        # windows: no locust starts or stops inside a measured second.
+        both = ("baseline", "candidate")
+        return _measure(cfg, run, urls, both, more, progress, first=done + 1, total=done + more)
+    out: dict[str, list[Repetition]] = {"baseline": [], "candidate": []}
+    steps = _order(done, more)
+    for i, labels in enumerate(steps, 2 * done + 1):
+        got = _measure(cfg, run, urls, labels, 1, progress, first=i, total=2 * (done + more))
+        for label, measured in got.items():
+            out[label] += measured
     return out
 
 
@@ -174,38 +289,24 @@ def run_compare(
         backend.start(spec)
         backend.wait_ready(spec.name, timeout=30)
         urls[label] = spec.placement.external_url(cfg.ports[0])
-    steps = _order(cfg)
     try:
-        for i, labels in enumerate(steps, 1):
-            loads = {
-                label: LoadGenerator(
-                    run,
-                    locustfile=resolve_locustfile(cfg.locustfile, field="--locustfile"),
-                    host=urls[label],
-                    rate=cfg.rate,
-                    duration=cfg.duration,
-                    name=f"load-{i}-{label}",
-                )
-                for label in labels
-            }
-            with contextlib.ExitStack() as stack:
-                for load in loads.values():
-                    stack.enter_context(load)
-                summaries = {label: load.wait() for label, load in loads.items()}
-            for label, load in loads.items():
-                total = load.total()
-                rep = Repetition(
-                    total.n, total.fail, float(summaries[label]["seconds"]), total.hist
-                )
-                reps[label].append(rep)
-                progress(
-                    f"compare: {i}/{len(steps)} {label}: {rep.requests} requests, "
-                    f"p99 {METRICS['p99'].one(rep)} ms, {rep.failures} failed"
-                )
+        while True:
+            done = len(reps["baseline"])
+            more = min(cfg.repeat, cfg.most_pairs - done)
+            for label, got in _pairs(cfg, run, urls, done, more, progress).items():
+                reps[label] += got
+            results = compare(reps["baseline"], reps["candidate"], cfg.budgets)
+            open_ = [r.metric for r in results if r.verdict == "inconclusive"]
+            if not open_ or len(reps["baseline"]) >= cfg.most_pairs:
+                break
+            progress(
+                f"compare: {', '.join(open_)} inconclusive after {len(reps['baseline'])} "
+                f"pairs: {min(cfg.repeat, cfg.most_pairs - len(reps['baseline']))} more "
+                f"(at most {cfg.most_pairs})"
+            )
     finally:
         for label in targets:
             backend.stop(f"compare-{label}")
-    results = compare(reps["baseline"], reps["candidate"], cfg.budgets)
     return Outcome(results, reps["baseline"], reps["candidate"])
 
 
@@ -226,6 +327,7 @@ def _config(args: argparse.Namespace) -> CompareConfig:
         rate=args.rate,
         duration=args.duration,
         repeat=args.repeat,
+        max_repeat=args.max_repeat,
         budgets=budgets,
         backend=args.backend,
         schedule=args.schedule,
@@ -239,8 +341,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg.validate()
     started = time.monotonic()
     print(
-        f"faultline compare: {cfg.repeat} repetitions of {cfg.duration:g}s at "
-        f"{cfg.rate:g} req/s per build, {cfg.schedule}",
+        f"faultline compare: {cfg.repeat} pairs (up to {cfg.most_pairs} while inconclusive) "
+        f"of {cfg.duration:g}s at {cfg.rate:g} req/s per build, {cfg.schedule}",
         flush=True,
     )
     with Run.open() as run:
@@ -283,7 +385,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", type=float, default=100.0, help="requests/s per build (default 100)")
     p.add_argument("--duration", type=float, default=5.0,
                    help="seconds per repetition (default 5)")  # fmt: skip
-    p.add_argument("--repeat", type=int, default=9, help="repetitions per build (default 9)")
+    p.add_argument("--repeat", type=int, default=9,
+                   help="pairs of repetitions (default 9); as many again while a budgeted "
+                   "verdict is inconclusive, up to --max-repeat")  # fmt: skip
+    p.add_argument("--max-repeat", type=int, default=None, metavar="N",
+                   help="at most this many pairs (default 3 x --repeat, at most "
+                   f"{MAX_REPEAT}; = --repeat: no more)")  # fmt: skip
     p.add_argument("--schedule", choices=SCHEDULES, default="together",
                    help="together: both builds loaded at once in each repetition (default); "
                    "alternate: A B B A ...")  # fmt: skip

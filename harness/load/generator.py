@@ -168,6 +168,8 @@ class LoadGenerator(Component):
         self._thread: threading.Thread | None = None
         self._merger = WindowMerger()
         self._totals = Totals()
+        # Every request by the wall-clock second it completed in, all endpoints merged.
+        self._seconds: dict[int, EndpointWindow] = {}
         self._sources_started: set[str] = set()
         self._offsets: dict[Path, tuple[int, bytes]] = {}
         # (wall-clock start, rate) of each phase begun; for load.target_rps.
@@ -401,8 +403,7 @@ class LoadGenerator(Component):
                     self._sources_started.add(str(rec.get("source")))
                 late = self._merger.add(rec)
                 if late is not None:
-                    with self._stats_lock:
-                        self._totals.add(late)
+                    self._count(late)
         return len(self._sources_started)
 
     def _target_at(self, wall: float) -> float | None:
@@ -412,9 +413,13 @@ class LoadGenerator(Component):
                 rate = r
         return rate
 
-    def _lay(self, second: SecondStats) -> None:
+    def _count(self, second: SecondStats) -> None:
         with self._stats_lock:
             self._totals.add(second)
+            self._seconds.setdefault(second.second, EndpointWindow()).add(second.total)
+
+    def _lay(self, second: SecondStats) -> None:
+        self._count(second)
         at = self.run.timeline.from_wall(second.second + 1)
         for series, value in series_for(second).items():
             self.run.timeline.sample(series, value, at=at)
@@ -429,6 +434,16 @@ class LoadGenerator(Component):
         with self._stats_lock:
             for ep in self._totals.endpoints.values():
                 out.add(ep)
+        return out
+
+    def window(self, start: int, end: int) -> EndpointWindow:
+        """The requests that completed in the wall-clock seconds ``start`` .. ``end - 1``
+        (epoch seconds), all endpoints merged: a measured window inside a longer load."""
+        out = EndpointWindow()
+        with self._stats_lock:
+            for second in range(start, end):
+                if second in self._seconds:
+                    out.add(self._seconds[second])
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -9,6 +9,8 @@ build (~100 s both).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness import gobuild
@@ -52,4 +54,15 @@ def test_compare_tells_a_slower_build_from_an_identical_one(
     assert out.regressed is regressed, out.render()
     assert (p99.verdict == "regression") is regressed
     assert len(out.baseline) == len(out.candidate) == 9
+    assert all(r.requests > 80 for r in out.baseline + out.candidate)
+
+
+def test_compare_alternate_schedule_loads_one_build_at_a_time(backend: Backend, run: Run) -> None:
+    """``--schedule alternate``: a locust per step (A B B A ...), each with its own warm-up."""
+    slower = gobuild.build("orderd", ldflags=f"-X {PKG}.requestDelay=30ms")
+    cfg = dataclasses.replace(_cfg(str(slower)), repeat=2, schedule="alternate")
+    out = run_compare(cfg, backend, run)
+    print(out.render())
+    assert out.regressed, out.render()
+    assert len(out.baseline) == len(out.candidate) == 2
     assert all(r.requests > 80 for r in out.baseline + out.candidate)

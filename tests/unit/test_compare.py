@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.compare.cli import CompareConfig
 from harness.compare.stats import Budget, Repetition, compare, parse_budget, pool
 from harness.errors import ConfigError
 
@@ -92,6 +93,8 @@ def _faultline(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
     [
         (["/nonexistent/a", "/bin/true"], "BASELINE: '/nonexistent/a' is not an executable"),
         (["/bin/true", "/bin/true", "--repeat", "1"], "--repeat: 1"),
+        (["/bin/true", "/bin/true", "--max-repeat", "5"], "--max-repeat: 5"),
+        (["/bin/true", "/bin/true", "--max-repeat", "51"], "--max-repeat: 51"),
         (["/bin/true", "/bin/true", "--rate", "0"], "--rate: 0.0"),
         (["/bin/true", "/bin/true", "--arg={nope}"], "--arg: '{nope}' names ['nope']"),
         (["/bin/true", "/bin/true", "--budget", "p42=1%"], "--budget: 'p42=1%'"),
@@ -107,3 +110,14 @@ def test_compare_bad_input_exits_2_naming_the_flag_with_no_run_made(
     assert message in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("repeat", "max_repeat", "pairs"),
+    [(9, None, 27), (20, None, 50), (9, 9, 9), (50, None, 50), (4, 10, 10)],
+)
+def test_compare_adds_pairs_up_to_three_times_repeat_unless_told(
+    repeat: int, max_repeat: int | None, pairs: int
+) -> None:
+    cfg = CompareConfig("/bin/true", "/bin/true", repeat=repeat, max_repeat=max_repeat)
+    assert cfg.most_pairs == pairs
