@@ -96,9 +96,11 @@ GLOBAL_FAULT = "bug:global_deadlock"
 class DumpTaker(Poller):
     """Every ``interval``: a goroutine dump and a ``/healthz`` probe of one orderd.
 
-    Each dump is tagged with the process generation (the backend's restart
-    count): goroutine ids start again in a new process, so only dumps of one
-    generation may be compared. ``/healthz`` goes on the timeline as the
+    Each dump is tagged with the process it came from (the backend's PID of the
+    main process, the same before and after the dump): goroutine ids start again
+    in a new process, so only dumps of one process may be compared. Not by the
+    restart count: kubelet reports a restart after the new process already
+    serves. ``/healthz`` goes on the timeline as the
     series ``orderd.healthz_ok`` (1 passing, 0 failing or unreachable).
     """
 
@@ -110,7 +112,7 @@ class DumpTaker(Poller):
         self.backend = backend
         self.timeline = timeline
         self.interval = interval
-        self.dumps: list[tuple[int, Dump]] = []
+        self.dumps: list[tuple[int, Dump]] = []  # (pid, dump)
         self._http = httpx.Client(timeout=1.0)
 
     def stop(self) -> None:
@@ -123,15 +125,16 @@ class DumpTaker(Poller):
         except httpx.HTTPError:
             ok = False
         self.timeline.sample("orderd.healthz_ok", 1.0 if ok else 0.0)
-        generation = self.backend.status(self.orderd.name).restarts
+        pid = self.backend.pid(self.orderd.name)
         at = self.timeline.now()
         text = self.orderd.goroutine_dump()
-        if self.backend.status(self.orderd.name).restarts == generation:
-            self.dumps.append((generation, parse_dump(text, taken_at=at)))
+        if pid is not None and self.backend.pid(self.orderd.name) == pid:
+            self.dumps.append((pid, parse_dump(text, taken_at=at)))
 
     def generation(self, n: int) -> list[Dump]:
-        """The dumps of the ``n``-th process (0: before any restart)."""
-        return [d for g, d in self.dumps if g == n]
+        """The dumps of the ``n``-th process dumped (0: the first one)."""
+        pids = list(dict.fromkeys(pid for pid, _ in self.dumps))
+        return [d for pid, d in self.dumps if n < len(pids) and pid == pids[n]]
 
 
 def deadlocks(dumps: list[Dump], project: ProjectCode) -> list[Finding]:
@@ -244,7 +247,9 @@ def test_channel_deadlock_hangs_reserve_fails_liveness_and_the_restart_heals_it(
             {"dumps": float(len(control_dumps)), "findings": float(len(control_findings))},
         ),
         *[alert_quiet(tl, a, quiet) for a in QUIET_IN_CONTROL],
-        _reserve_hangs_while_ping_answers(tl, fault[0], restarted_at),
+        _reserve_hangs_while_ping_answers(
+            tl, fault[0], restarted_at, pre_restart[-1].taken_at if pre_restart else None
+        ),
         _healthz(tl, (fault[0], fault[1]), want_ok=False),
         detected_within(
             tl, fault=FAULT, kind="workload.restarted", name=orderd.name, budget=incident.budget
@@ -329,17 +334,18 @@ def _healthz(tl: Timeline, window: tuple[float, float], *, want_ok: bool) -> Che
 
 
 def _reserve_hangs_while_ping_answers(
-    tl: Timeline, injected: float, restarted_at: float | None
+    tl: Timeline, injected: float, restarted_at: float | None, last_alive: float | None
 ) -> CheckResult:
     """The evidence per route: no reservation succeeds between the injection and the
-    restart, while /ping is served without failures."""
+    liveness kill, while /ping is served without failures."""
     name = "fault_took_effect:reserve_hangs_ping_answers"
-    if restarted_at is None:
+    if restarted_at is None or last_alive is None:
         return CheckResult(name, Status.UNKNOWN, "orderd was never restarted: no hang window")
     # Reservations already running at the injection may still complete; the process is
-    # killed up to one watcher poll before the restart is seen, and locust's per-second
-    # windows end on whole seconds: keep clear of both edges.
-    window = (injected + 2.0, restarted_at - 1.5)
+    # killed after its last dump (``last_alive``) and up to one watcher poll (local) or a
+    # kubelet status update (kubernetes) before the restart is seen, and locust's
+    # per-second windows end on whole seconds: keep clear of both edges.
+    window = (injected + 2.0, min(restarted_at - 1.5, last_alive))
     if window[1] - window[0] < 1.0:
         return CheckResult(name, Status.UNKNOWN, f"hang window too short: {window}")
     reserve_rps = sum(_in(tl, "load.reserve.rps", window))

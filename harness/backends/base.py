@@ -70,6 +70,10 @@ class RestartPolicy:
     backoff_max: float = 10.0
     max_restarts: int | None = None
 
+    def waits(self, count: int) -> list[float]:
+        """The waits before the first ``count`` restarts of a crash loop."""
+        return [min(self.backoff_initial * 2**n, self.backoff_max) for n in range(count)]
+
 
 class ProbeKind(enum.Enum):
     HTTP = "http"
@@ -206,6 +210,16 @@ class Backend(Protocol):
         ...
 
     def status(self, name: str) -> WorkloadStatus: ...
+
+    def pid(self, name: str) -> int | None:
+        """Host PID of the workload's main process while it runs: which process it is
+        (a restart makes another), None when none runs."""
+        ...
+
+    def restart_waits(self, policy: RestartPolicy, count: int) -> list[float]:
+        """The waits before the first ``count`` restarts of a crash loop under
+        ``policy``, as this backend applies it (the harness's, or kubelet's own)."""
+        ...
 
     def stats(self, name: str) -> ResourceStats: ...
 

@@ -93,6 +93,7 @@ from harness.backends.base import (
     ProbeKind,
     ResourceStats,
     RestartMode,
+    RestartPolicy,
     WorkloadSpec,
     WorkloadStatus,
 )
@@ -681,7 +682,7 @@ class DockerBackend:
                 finished = _rfc3339_ns(state["FinishedAt"])
                 if finished - _rfc3339_ns(state["StartedAt"]) > policy.backoff_max * 1e9:
                     w.crashes = 0  # it ran well for a while: back off from the start again
-                delay = float(min(policy.backoff_initial * 2**w.crashes, policy.backoff_max))
+                delay = policy.waits(w.crashes + 1)[-1]
                 w.crashes += 1
             # The backoff counts from the exit, not from when the engine reported it
             # (0.2 s or more later on a busy host); the start itself then takes ~0.3 s.
@@ -904,6 +905,21 @@ class DockerBackend:
         events = self._events.of(w.raw.id) if self._events is not None else []
         w.raw.reload()
         return last_exit(events, w.raw.attrs["State"], lambda: kernel_oom_kills(w.raw.id))
+
+    def pid(self, name: str) -> int | None:
+        """Host PID of the container's main process while it runs (from the engine)."""
+        from docker.errors import DockerException
+
+        w = self._get(name)
+        try:
+            w.raw.reload()
+        except DockerException:
+            return None
+        pid = int(w.raw.attrs["State"].get("Pid") or 0)
+        return pid if pid > 0 else None
+
+    def restart_waits(self, policy: RestartPolicy, count: int) -> list[float]:
+        return policy.waits(count)
 
     def status(self, name: str) -> WorkloadStatus:
         w = self._get(name)

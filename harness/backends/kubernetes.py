@@ -105,6 +105,7 @@ from harness.backends.base import (
     ProbeKind,
     ResourceStats,
     RestartMode,
+    RestartPolicy,
     WorkloadSpec,
     WorkloadStatus,
 )
@@ -148,6 +149,9 @@ CLUSTER_FIX = (
 _NAME_RE = r"^[a-z]([a-z0-9-]{0,50}[a-z0-9])?$"
 _CPU_PERIOD_US = 100_000
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: How late kubelet can restart a container after its back-off expired: a Pod in
+#: back-off is synced again after 10 s with up to 50 % jitter (pod_workers.go).
+KUBELET_RESYNC_S = 15.0
 _BUILDER_VERSION = "1"
 _POLICY = {RestartMode.NEVER: "Never", RestartMode.ON_FAILURE: "OnFailure",
            RestartMode.ALWAYS: "Always"}  # fmt: skip
@@ -1109,6 +1113,13 @@ class KubernetesBackend:
             return None, False
         _, code, oom = max(w.terminations.values())
         return code, oom
+
+    def restart_waits(self, policy: RestartPolicy, count: int) -> list[float]:
+        """Kubelet's CrashLoopBackOff, whatever the policy's backoff says: the first
+        restart at once, then 10 s doubling up to 300 s. These are the least waits:
+        kubelet restarts a container in back-off when it next syncs its Pod, which
+        it retries every 10-15 s (KUBELET_RESYNC_S), so a wait is up to that late."""
+        return [0.0, *(min(10.0 * 2**n, 300.0) for n in range(count - 1))][:count]
 
     def status(self, name: str) -> WorkloadStatus:
         w = self._get(name)

@@ -50,6 +50,7 @@ from harness.backends.base import (
     ProbeKind,
     ResourceStats,
     RestartMode,
+    RestartPolicy,
     WorkloadSpec,
     WorkloadStatus,
 )
@@ -141,7 +142,7 @@ class LocalBackend:
             f.write(f"[faultline {time.strftime('%H:%M:%S')}] {text}\n")
 
     def pid(self, name: str) -> int | None:
-        """PID of the workload's main process while it runs (local only)."""
+        """PID of the workload's main process while it runs."""
         w = self._get(name)
         with w.lock:
             return w.proc.pid if w.proc is not None and w.proc.poll() is None else None
@@ -361,7 +362,7 @@ class LocalBackend:
             return None
         if time.monotonic() - w.spawned_at > policy.backoff_max:
             w.crashes = 0  # it ran well for a while: back off from the start again
-        delay = float(min(policy.backoff_initial * 2**w.crashes, policy.backoff_max))
+        delay = policy.waits(w.crashes + 1)[-1]
         w.crashes += 1
         self._note(w.spec.name, f"exited with {code}{why}; restarting in {delay:.2f}s")
         return delay
@@ -532,6 +533,9 @@ class LocalBackend:
                 wait_until(lambda: w.cgroup is None or w.cgroup.frozen() is False, timeout=5)
             w.pause_seq = None
             w.paused = False
+
+    def restart_waits(self, policy: RestartPolicy, count: int) -> list[float]:
+        return policy.waits(count)
 
     def status(self, name: str) -> WorkloadStatus:
         w = self._get(name)
