@@ -53,7 +53,9 @@ def test_compare_tells_a_slower_build_from_an_identical_one(
     print(out.render())
     assert out.regressed is regressed, out.render()
     assert (p99.verdict == "regression") is regressed
-    assert len(out.baseline) == len(out.candidate) == 9
+    # 9 pairs, and up to 27 while inconclusive (at ~2 ms, one 1 ms bucket is 50 %).
+    assert len(out.baseline) == len(out.candidate)
+    assert len(out.baseline) in (9, 18, 27)
     assert all(r.requests > 80 for r in out.baseline + out.candidate)
 
 
