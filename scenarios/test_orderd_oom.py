@@ -115,13 +115,18 @@ WAIT_TOLERANCE_S = {
     "kubernetes": (0.5, KUBELET_RESYNC_S + 1.0),
 }
 QUIET_WITHOUT_LEAK = ("GoMemoryNearLimit", "GoProcessRestarted", "OrderdDown", "OrderdCrashLooping")
-# For the policy's 1 s, 2 s, 4 s waits (local, docker); _budget() adds the difference on a
+# For the policy's 1 s, 2 s, 4 s waits (local, docker); _loop() adds the difference on a
 # backend whose crash loop waits longer.
 BUDGET = Budget(
     max_ttd=35.0,
     max_ttr=15.0,
     must_fire=("GoMemoryNearLimit", "OrderdDown", "GoProcessRestarted", "OrderdCrashLooping"),
 )
+
+
+def _tolerance(backend: Backend) -> tuple[float, float]:
+    """(early, late) seconds a restart wait may be off the backend's schedule."""
+    return WAIT_TOLERANCE_S.get(backend.name, WAIT_TOLERANCE_S["docker"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +149,7 @@ def _loop(backend: Backend) -> _Loop:
     ours = POLICY.waits(OOM_KILLS + 1)
     if theirs == ours:
         return _Loop(BUDGET, FAULT_MAX_S, RECOVERY_MAX_S)
-    late = WAIT_TOLERANCE_S.get(backend.name, WAIT_TOLERANCE_S["docker"])[1]
+    late = _tolerance(backend)[1]
     ttd = max(0.0, sum(theirs[: OOM_KILLS - 1]) - sum(ours[: OOM_KILLS - 1]))
     ttd += (OOM_KILLS - 1) * late
     ttr = max(0.0, theirs[-1] - ours[-1]) + late
@@ -326,7 +331,7 @@ def test_memory_leak_under_a_limit_ooms_into_a_crash_loop_and_pages_only_with_th
     quiet = incident.window("baseline") or (0.0, 0.0)
     control_peak = max((s.value for s in _in(tl.series("orderd.memory_pct"), quiet)), default=0.0)
     kills = tl.events("oom.killed")
-    tolerance = WAIT_TOLERANCE_S.get(backend.name, WAIT_TOLERANCE_S["docker"])
+    tolerance = _tolerance(backend)
     incident.check(
         _memory_flat(
             tl,

@@ -138,7 +138,7 @@ class CompareConfig:
                 "--max-repeat", f"{self.max_repeat}", expected=f"{self.repeat}..{MAX_REPEAT}"
             )
         windows = self.repeat if self.schedule == "together" else 1
-        if WARMUP + windows * self.duration + 2 + START_TIMEOUT > MAX_SECONDS:
+        if _load_seconds(windows, self.duration) > MAX_SECONDS:
             raise ConfigError(
                 "--repeat",
                 f"{self.repeat} x {self.duration:g}s is one load of more than {MAX_SECONDS:g} s",
@@ -187,6 +187,12 @@ def _order(first: int, pairs: int) -> list[tuple[str, ...]]:
     return out
 
 
+def _load_seconds(windows: int, duration: float) -> float:
+    """How long one locust of :func:`_measure` may run: long enough for the first
+    load to outlast the others' start (it is stopped after the last window)."""
+    return WARMUP + windows * duration + 2 + START_TIMEOUT
+
+
 def _measure(
     cfg: CompareConfig,
     run: Run,
@@ -203,8 +209,7 @@ def _measure(
     them (numbered ``first``.. of ``total`` in the progress lines), after WARMUP
     seconds of load that are left out (the locusts' start, first connections).
     The loads are stopped when the last window is over."""
-    # Long enough for the first load to outlast the others' start; stopped early.
-    length = WARMUP + windows * cfg.duration + 2 + START_TIMEOUT
+    length = _load_seconds(windows, cfg.duration)
     loads = {
         label: LoadGenerator(
             run,
