@@ -465,6 +465,136 @@ def docker_update_limits(
             c.update(cpu_period=cpu_period, cpu_quota=cpu_quota, mem_limit=mem, memswap_limit=mem)
 
 
+KUBE_CPU_PERIOD_US = 100_000  # kubelet's CFS period, for every container
+
+
+def set_cfs(cgroup: Path, quota: int, period: int) -> None:
+    """Write a CFS quota and period (us) into a cgroup directory (v1 ``cpu`` or v2).
+
+    On v1 the quota/period ratio must fit the parent's at every step: a
+    longer period is written before the quota (the ratio falls first), a
+    shorter one after it.
+    """
+    if (cgroup / "cpu.max").exists():
+        (cgroup / "cpu.max").write_text(f"{quota} {period}")
+        return
+    writes = [("cpu.cfs_quota_us", quota), ("cpu.cfs_period_us", period)]
+    if period > int((cgroup / "cpu.cfs_period_us").read_text()):
+        writes.reverse()
+    for name, value in writes:
+        (cgroup / name).write_text(str(value))
+
+
+def read_cfs(cgroup: Path) -> tuple[int, int]:
+    """(quota, period) in us of a cgroup directory; quota -1 is no limit."""
+    if (cgroup / "cpu.max").exists():
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return (-1 if quota == "max" else int(quota)), int(period)
+    return int((cgroup / "cpu.cfs_quota_us").read_text()), int(
+        (cgroup / "cpu.cfs_period_us").read_text()
+    )
+
+
+def kube_millicores(cores: float) -> int:
+    """A CPU limit as the millicores a Pod spec carries (at least 1)."""
+    return max(1, round(cores * 1000))
+
+
+def kube_pod_cpu(cores: float, period: int, host_cores: int) -> float:
+    """The Pod CPU limit (kubelet's 100 ms period) under which a container can use
+    ``cores`` per ``period`` us: with a longer period the container's whole quota
+    may fall into one 100 ms period, and the Pod's cgroup must not cut it short."""
+    if period <= KUBE_CPU_PERIOD_US:
+        return cores
+    return max(cores, min(float(host_cores), cores * period / KUBE_CPU_PERIOD_US))
+
+
+def kube_resize(core: Any, namespace: str, pod: str, cpu: float, memory: int) -> None:
+    """Resize a Pod's (only) container in place to ``cpu`` cores and ``memory`` bytes."""
+    body = {"spec": {"containers": [{"name": pod, "resources": {
+        "requests": {"cpu": "1m", "memory": "1Mi"},
+        "limits": {"cpu": f"{kube_millicores(cpu)}m", "memory": str(memory)},
+    }}]}}  # fmt: skip
+    core.patch_namespaced_pod_resize(
+        pod, namespace, body, _content_type="application/strategic-merge-patch+json"
+    )
+
+
+def _quantity_millicores(q: str) -> int:
+    return int(q[:-1]) if q.endswith("m") else round(float(q) * 1000)
+
+
+@inverse
+def kube_set_limits(
+    run_id: str,
+    namespace: str,
+    kubeconfig: str,
+    pod: str,
+    cpu: float | None,
+    memory: int | None,
+    period: int,
+    cgroup: str | None,
+) -> None:
+    """Set a Pod of this run back to saved limits (undo a limit fault on kubernetes).
+
+    ``cpu``/``memory`` None is all the host's cores / RAM (the backend's
+    "unlimited"); ``period`` is the container's CFS period, ``cgroup`` its CPU
+    cgroup directory when it ran (a faultline period other than kubelet's is
+    written there). Kubelet's own values for the Pod are written back first,
+    so a resize that changes nothing leaves no faultline period behind. Only a
+    Pod labelled with ``run_id``, and a cgroup carrying that Pod's uid. A gone
+    Pod, namespace or cluster is fine.
+    """
+    if not namespace.startswith(NETNS_PREFIX):
+        raise ValueError(f"refusing to touch namespace {namespace}: not faultline's")
+    if not Path(kubeconfig).is_file():
+        return
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    core = client.CoreV1Api(api)
+    try:
+        try:
+            found = core.read_namespaced_pod(pod, namespace, _request_timeout=10)
+        except ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        if (found.metadata.labels or {}).get("faultline.run") != run_id:
+            raise ValueError(f"refusing to touch Pod {namespace}/{pod}: not run {run_id}'s")
+        uid = found.metadata.uid
+        d = Path(cgroup) if cgroup else None
+        if d is not None and not (uid in d.as_posix() or uid.replace("-", "_") in d.as_posix()):
+            raise ValueError(f"refusing to touch cgroup {d}: not Pod {pod}'s ({uid})")
+        if d is not None and not d.is_dir():
+            d = None  # the container is gone: its successor has kubelet's values
+        host_cores = os.cpu_count() or 1
+        cores = cpu if cpu is not None else float(host_cores)
+        mem = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if d is not None:
+            now = _quantity_millicores(found.spec.containers[0].resources.limits["cpu"])
+            with contextlib.suppress(FileNotFoundError):
+                set_cfs(d, now * KUBE_CPU_PERIOD_US // 1000, KUBE_CPU_PERIOD_US)
+        pod_cpu = kube_pod_cpu(cores, period, host_cores)
+        kube_resize(core, namespace, pod, pod_cpu, mem)
+        if d is None:
+            return
+        want = kube_millicores(pod_cpu) * KUBE_CPU_PERIOD_US // 1000
+        deadline = time.monotonic() + 30
+        with contextlib.suppress(FileNotFoundError):
+            while read_cfs(d)[0] != want:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"resize of Pod {namespace}/{pod} not applied after 30 s")
+                time.sleep(0.1)
+            if period != KUBE_CPU_PERIOD_US:
+                set_cfs(d, round(cores * period), period)
+    except ApiException as err:
+        raise RuntimeError(f"Pod {namespace}/{pod}: {err.status} {err.reason}") from err
+    finally:
+        api.close()
+
+
 @inverse
 def delete_kube_namespace(run_id: str, namespace: str, kubeconfig: str) -> None:
     """Delete a run's Kubernetes namespace (and its Pods and Services); wait until it is gone.

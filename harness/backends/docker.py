@@ -1007,6 +1007,20 @@ class DockerBackend:
             None if memory <= 0 or memory >= _host_memory() else memory,
         )
 
+    def limits_inverse(
+        self, name: str, saved: tuple[float | None, int, int | None]
+    ) -> dict[str, Any]:
+        """The ledger inverse that sets the container back to ``saved`` (from :meth:`limits`)."""
+        cores, period, memory = saved
+        return {
+            "op": "docker_update_limits",
+            "run_id": self.run.run_id,
+            "container": self.container_id(name),
+            "cpu_period": period,
+            "cpu_quota": -1 if cores is None else round(cores * period),
+            "memory": memory,
+        }
+
     def isolate(self, name: str, peers: Sequence[str]) -> None:
         """Disconnect ``name`` from the run's peer network: cut off from every peer.
 

@@ -57,7 +57,13 @@ The node is this host, and the backend relies on it:
   1.33+), then waits for the container's cgroup to show the new limits. Pods
   always carry CPU and memory limits (Burstable QoS, which a resize may not
   change): "unlimited" is all the host's cores / RAM, reported back as None.
-  The CFS period is kubelet's 100 ms.
+  Kubelet's CFS period is 100 ms; another period is written into the
+  container's cgroup after the resize, and the Pod is resized to a limit that
+  lets the container's whole quota fall into one 100 ms period
+  (:func:`harness.cleanup.kube_pod_cpu`), so only the container's own period
+  throttles. A container restarted meanwhile runs at kubelet's period.
+  :meth:`limits` reads the container's cgroup; the ledger inverse is
+  ``kube_set_limits``.
 * isolate / heal: the cluster's bridge CNI enforces no NetworkPolicy, and
   hostNetwork Pods share the host's loopback, so isolation is what the local
   backend does: one iptables chain matching the workloads' sockets by their
@@ -99,6 +105,7 @@ from typing import Any
 
 import httpx
 
+from harness import cleanup
 from harness.backends.base import (
     Placement,
     Probe,
@@ -411,6 +418,8 @@ class _Workload:
     exhausted: bool = False  # max_restarts reached: the harness deleted the Pod
     cpu: float | None = None
     memory: int | None = None
+    period: int = _CPU_PERIOD_US  # of cpu
+    kube_cpu: float = 0.0  # the Pod's CPU limit (kubelet's period), set with each Pod
     pause_seq: int | None = None
     isolation: tuple[str, int, list[int]] | None = None  # chain, seq, cgroup seqs
     healthy: bool | None = None
@@ -587,6 +596,7 @@ class KubernetesBackend:
         restart = "Never" if policy.max_restarts == 0 else _POLICY[policy.mode]
         cpu = w.cpu if w.cpu is not None else float(_host_cores())
         memory = w.memory if w.memory is not None else _host_memory()
+        w.kube_cpu, w.period = cpu, _CPU_PERIOD_US
         mounts = [client.V1VolumeMount(name="run", mount_path=str(self.run.dir.resolve()))]
         volumes = [
             client.V1Volume(
@@ -894,8 +904,6 @@ class KubernetesBackend:
 
     def _procs(self, w: _Workload) -> tuple[int, dict[str, Path]] | None:
         """(main pid, cgroup dirs) of the running container; None when it is not running."""
-        from harness.cleanup import tagged_pids
-
         assert w.spec is not None
         with self._cond:
             cs = self._container(w)
@@ -903,7 +911,7 @@ class KubernetesBackend:
                 return None
             cid = cs.container_id.rpartition("/")[2]
         mine = []
-        for pid in tagged_pids(self.run.run_id, w.spec.name):
+        for pid in cleanup.tagged_pids(self.run.run_id, w.spec.name):
             with contextlib.suppress(OSError):
                 if cid in Path(f"/proc/{pid}/cgroup").read_text():
                     mine.append(pid)
@@ -1182,7 +1190,8 @@ class KubernetesBackend:
         memory: int | None = None,
         cpu_period_us: int | None = None,
     ) -> None:
-        """Resize the Pod in place, then wait until the container's cgroup has the limits."""
+        """Resize the Pod in place, wait until the container's cgroup has the limits;
+        then write a period other than kubelet's into it (see the module docstring)."""
         from kubernetes.client.exceptions import ApiException
 
         w = self._get(name)
@@ -1190,25 +1199,24 @@ class KubernetesBackend:
             raise ConfigError("cpu", f"{cpu} cores", expected="> 0 or None for unlimited")
         if memory is not None and memory <= 0:
             raise ConfigError("memory", f"{memory} bytes", expected="> 0 or None for unlimited")
-        if cpu_period_us not in (None, _CPU_PERIOD_US):
-            raise BackendUnavailable(
-                f"a CFS period of {cpu_period_us} us",
-                "kubelet sets 100000 us (100 ms) for every container; ask for that or None",
-            )
-        cores = cpu if cpu is not None else float(_host_cores())
+        period = cpu_period_us or _CPU_PERIOD_US
+        if not 1_000 <= period <= 1_000_000:
+            raise ConfigError("cpu_period_us", f"{period}", expected="1000..1000000 microseconds")
+        host = _host_cores()
+        cores = cpu if cpu is not None else float(host)
         mem = memory if memory is not None else _host_memory()
-        body = {"spec": {"containers": [{"name": name, "resources": {
-            "requests": {"cpu": "1m", "memory": "1Mi"},
-            "limits": {"cpu": _cpu_quantity(cores), "memory": str(mem)},
-        }}]}}  # fmt: skip
+        pod_cpu = cleanup.kube_pod_cpu(cores, period, host)
+        found = self._procs(w)
+        if found is not None and w.period != _CPU_PERIOD_US:
+            # Kubelet's own values first: a resize that changes nothing leaves them alone.
+            with contextlib.suppress(OSError):
+                cleanup.set_cfs(_cpu_dir(found[1]), _kube_quota(w.kube_cpu), _CPU_PERIOD_US)
         try:
-            self.core.patch_namespaced_pod_resize(
-                name, self.namespace, body, _content_type="application/strategic-merge-patch+json"
-            )
+            cleanup.kube_resize(self.core, self.namespace, name, pod_cpu, mem)
         except ApiException as err:
             raise FaultError(f"cannot resize {name} (cpu={cpu}, memory={memory}): {err}") from err
-        w.cpu, w.memory = cpu, memory
-        quota = round(float(_cpu_quantity(cores).removesuffix("m")) * _CPU_PERIOD_US / 1000)
+        w.cpu, w.memory, w.kube_cpu, w.period = cpu, memory, pod_cpu, _CPU_PERIOD_US
+        quota = _kube_quota(pod_cpu)
 
         def applied() -> bool:
             found = self._procs(w)
@@ -1216,14 +1224,16 @@ class KubernetesBackend:
                 return True  # not running: the next container starts with the new limits
             dirs = found[1]
             try:
-                if "memory" in dirs:
-                    return (
-                        _read_int(dirs["memory"] / "memory.limit_in_bytes") == mem
-                        and _read_int(dirs["cpu"] / "cpu.cfs_quota_us") == quota
-                    )
-                cpu_max = (dirs["v2"] / "cpu.max").read_text().split()[0]
-                mem_max = (dirs["v2"] / "memory.max").read_text().strip()
-                return cpu_max == str(quota) and mem_max in (str(mem), "max")
+                mem_file = dirs["memory"] / "memory.limit_in_bytes" if "memory" in dirs else None
+                mem_now = (
+                    _read_int(mem_file)
+                    if mem_file is not None
+                    else (dirs["v2"] / "memory.max").read_text().strip()
+                )
+                return cleanup.read_cfs(_cpu_dir(dirs))[0] == quota and str(mem_now) in (
+                    str(mem),
+                    "max",
+                )
             except (OSError, KeyError, ValueError):
                 return True  # exited meanwhile
 
@@ -1233,6 +1243,54 @@ class KubernetesBackend:
             pod = self.core.read_namespaced_pod(name, self.namespace)
             conditions = [(c.type, c.reason, c.message) for c in pod.status.conditions or []]
             raise FaultError(f"resize of {name} not applied after 30 s: {conditions}") from err
+        if period == _CPU_PERIOD_US:
+            return
+        found = self._procs(w)
+        if found is not None:
+            try:
+                cleanup.set_cfs(_cpu_dir(found[1]), round(cores * period), period)
+            except OSError as err:
+                raise FaultError(f"cannot set a {period} us CFS period on {name}: {err}") from err
+            w.period = period
+
+    def limits(self, name: str) -> tuple[float | None, int, int | None]:
+        """(cores or None, CFS period in us, memory bytes or None) the container has now.
+
+        Read from the container's cgroup (what the kernel enforces); all the
+        host's cores or RAM is None (unlimited). A container not running:
+        what the harness last asked for.
+        """
+        w = self._get(name)
+        found = self._procs(w)
+        if found is None:
+            return w.cpu, w.period, w.memory
+        dirs = found[1]
+        quota, period = cleanup.read_cfs(_cpu_dir(dirs))
+        if "memory" in dirs:
+            memory = _read_int(dirs["memory"] / "memory.limit_in_bytes")
+        else:
+            text = (dirs["v2"] / "memory.max").read_text().strip()
+            memory = _host_memory() if text == "max" else int(text)
+        cores = None if quota < 0 or quota >= _host_cores() * period else quota / period
+        return cores, period, None if memory >= _host_memory() else memory
+
+    def limits_inverse(
+        self, name: str, saved: tuple[float | None, int, int | None]
+    ) -> dict[str, Any]:
+        """The ledger inverse that sets the Pod back to ``saved`` (from :meth:`limits`)."""
+        found = self._procs(self._get(name))
+        cores, period, memory = saved
+        return {
+            "op": "kube_set_limits",
+            "run_id": self.run.run_id,
+            "namespace": self.namespace,
+            "kubeconfig": str(self.kubeconfig),
+            "pod": name,
+            "cpu": cores,
+            "memory": memory,
+            "period": period,
+            "cgroup": str(_cpu_dir(found[1])) if found is not None else None,
+        }
 
     # --- network --------------------------------------------------------------------------------
 
@@ -1370,4 +1428,14 @@ _FATAL_WAITING = ("ErrImageNeverPull", "InvalidImageName", "CreateContainerConfi
 
 
 def _cpu_quantity(cores: float) -> str:
-    return f"{max(1, round(cores * 1000))}m"
+    return f"{cleanup.kube_millicores(cores)}m"
+
+
+def _kube_quota(cores: float) -> int:
+    """The CFS quota (us) kubelet gives a Pod of ``cores`` at its 100 ms period."""
+    return cleanup.kube_millicores(cores) * _CPU_PERIOD_US // 1000
+
+
+def _cpu_dir(dirs: dict[str, Path]) -> Path:
+    """The directory whose CFS files limit a container: v1 ``cpu``, else cgroup2."""
+    return dirs.get("cpu") or dirs["v2"]

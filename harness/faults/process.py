@@ -3,11 +3,11 @@
 They act through the backend (so one scenario runs on every backend) and
 record inverses that any process can run (the watchdog, ``faultline clean``):
 ``resume_tagged`` for a pause, the saved cgroup values (``write_file``, local)
-or container limits (``docker_update_limits``, docker) for limits,
-``remove_iptables_chain`` for a partition. Reverts are verified on the real
-state: the process is running and not stopped or frozen, the cgroup files (or
-the engine's report of the container's limits) hold their original values,
-the partition chain is gone.
+or container limits (``docker_update_limits`` on docker, ``kube_set_limits`` on
+kubernetes) for limits, ``remove_iptables_chain`` for a partition. Reverts are
+verified on the real state: the process is running and not stopped or frozen,
+the cgroup files (or the container's limits as its backend reads them back)
+hold their original values, the partition chain is gone.
 """
 
 from __future__ import annotations
@@ -292,11 +292,15 @@ class _Saved:
 
 @runtime_checkable
 class _ContainerLimits(Protocol):
-    """A backend whose limits live on containers the engine reports (docker)."""
+    """A backend whose limits live on containers it reads back (docker, kubernetes)."""
 
     def limits(self, name: str) -> tuple[float | None, int, int | None]: ...
 
-    def container_id(self, name: str) -> str: ...
+    def limits_inverse(
+        self, name: str, saved: tuple[float | None, int, int | None]
+    ) -> dict[str, Any]:
+        """The ledger inverse that sets ``name`` back to ``saved`` (from ``limits``)."""
+        ...
 
 
 # (cores or None, CFS period in us, memory bytes or None) of a container.
@@ -307,10 +311,11 @@ class _LimitFault(WorkloadFault):
     """Saves the target's limits, changes them via the backend, restores them.
 
     Local backend: the cgroup files are saved and written back (``write_file``).
-    Docker: the container's limits as the engine reports them are saved, the
-    revert sets them again through the backend (the inverse for the watchdog
-    and ``faultline clean`` is ``docker_update_limits``), and the engine's
-    report afterwards is compared with the saved one.
+    Docker and kubernetes: the container's limits as the backend reads them
+    back are saved, the revert sets them again through the backend (the
+    inverse for the watchdog and ``faultline clean`` is the backend's
+    ``limits_inverse``), and what the backend reads afterwards is compared
+    with the saved one.
     """
 
     def available(self, backend: object) -> str | None:
@@ -318,7 +323,7 @@ class _LimitFault(WorkloadFault):
             return None
         return (
             "limits are restored from saved cgroup files or container limits: needs the "
-            "local or docker backend (run with --backend local)"
+            "local, docker or kubernetes backend (run with --backend local)"
         )
 
     @abc.abstractmethod
@@ -350,14 +355,7 @@ class _LimitFault(WorkloadFault):
         if isinstance(backend, _ContainerLimits):
             for w in self.targets:
                 cores, period, memory = self._saved_container[w]
-                inverse = {
-                    "op": "docker_update_limits",
-                    "run_id": self.scope.run.run_id,
-                    "container": backend.container_id(w),
-                    "cpu_period": period,
-                    "cpu_quota": -1 if cores is None else round(cores * period),
-                    "memory": memory,
-                }
+                inverse = backend.limits_inverse(w, self._saved_container[w])
                 undo = partial(
                     backend.set_limits, w, cpu=cores, memory=memory, cpu_period_us=period
                 )

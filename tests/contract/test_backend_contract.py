@@ -31,6 +31,8 @@ from harness.backends.base import (
     WorkloadSpec,
 )
 from harness.errors import ComponentStartError, ConfigError
+from harness.faults.base import Scope
+from harness.faults.process import CpuThrottle, MemoryLimit
 from harness.run import Run, clean_runs
 from harness.wait import wait_until
 from tests.contract.conftest import BACKENDS, leftovers
@@ -151,6 +153,48 @@ def test_cpu_quota_throttles_a_busy_loop(backend: Backend, wl: str) -> None:
     st = backend.stats("spinner")
     assert st.throttled_seconds > 0
     assert st.cpu_seconds > 0
+
+
+def test_a_cpu_throttle_of_its_own_period_throttles_and_is_reverted(
+    backend: Backend, wl: str, run: Run
+) -> None:
+    start(backend, "spinner", [wl, "busy"])
+    scope = Scope(run, backend, workloads=["spinner"])
+    # 0.1 core per 1 s: 100 ms of CPU, then a 900 ms stall, once a second.
+    throttle = CpuThrottle(scope, "spinner", cores=0.1, period_us=1_000_000, max_duration=30)
+    with throttle:
+        time.sleep(1.0)  # past the first period
+        before, periods = backend.stats("spinner"), throttle.throttled_periods()["spinner"]
+        time.sleep(2.0)
+        after = backend.stats("spinner")
+        used = after.cpu_seconds - before.cpu_seconds
+        throttled = throttle.throttled_periods()["spinner"] - periods
+    # Two 1 s periods: at most 0.1 s each (plus the edges of the window); a
+    # 100 ms period would be throttled ~20 times in 2 s, this one 1 to 3 times.
+    assert used <= 0.35, f"{used:.3f} s of CPU in 2 s under 0.1 core per 1 s"
+    assert 1 <= throttled <= 4, f"{throttled} throttled periods in 2 s"
+    # Leaving the block reverted the throttle and verified the saved limits are back.
+
+
+def test_the_ledger_inverse_of_container_limits_restores_them(
+    backend: Backend, wl: str, run: Run
+) -> None:
+    if backend.name == "local":
+        pytest.skip("local limits are cgroup files written back (write_file): nothing to check")
+    start(backend, "holder", [wl, "sleep"], memory_limit=256 << 20, cpu_limit=0.5)
+    scope = Scope(run, backend, workloads=["holder"])
+    throttle = CpuThrottle(scope, "holder", cores=0.2, period_us=200_000, max_duration=30)
+    squeeze = MemoryLimit(scope, "holder", bytes=64 << 20, max_duration=30)
+    with throttle, squeeze:
+        assert backend.stats("holder").memory_limit == 64 << 20
+        # What `faultline clean` runs after a SIGKILL: the faults' ledger inverses alone.
+        steps = [e for e in run.ledger.pending() if e.action.endswith(": limits of holder")]
+        assert len(steps) == 2
+        for entry in reversed(steps):
+            assert run.ledger.revert(entry.seq)
+        limits = getattr(backend, "limits")  # noqa: B009 - container backends only
+        # Kubelet applies a resize on its own time: what the cgroup shows is waited for.
+        wait_until(lambda: limits("holder") == (0.5, 100_000, 256 << 20), timeout=30)
 
 
 def test_memory_limit_is_read_back(backend: Backend, wl: str) -> None:

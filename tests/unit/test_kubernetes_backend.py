@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from harness import cleanup
 from harness.backends.base import Placement, RestartMode, RestartPolicy, WorkloadSpec
 from harness.backends.kubernetes import (
     DEFAULT_KUBECONFIG,
@@ -202,3 +203,55 @@ def test_max_restarts_is_reached_only_by_an_exit_kubelet_would_restart(
 def test_without_max_restarts_nothing_is_exhausted() -> None:
     w = _workload(RestartPolicy(RestartMode.ALWAYS))
     assert not KubernetesBackend._exhausted(w, _status(50, exit_code=1))
+
+
+def test_a_longer_cfs_period_widens_the_pod_limit_to_hold_one_whole_quota() -> None:
+    # 0.1 core per 1 s is 100 ms of CPU at once: the Pod must allow 1 core per 100 ms.
+    assert cleanup.kube_pod_cpu(0.1, 1_000_000, 8) == pytest.approx(1.0)
+    assert cleanup.kube_pod_cpu(2.0, 1_000_000, 8) == 8.0  # never above the host
+    assert cleanup.kube_pod_cpu(0.5, 100_000, 8) == 0.5
+    assert cleanup.kube_pod_cpu(0.5, 10_000, 8) == 0.5  # shorter: the Pod never binds
+
+
+class _V1Cpu:
+    """A v1 cpu cgroup directory whose writes keep quota/period within ``parent`` cores."""
+
+    def __init__(self, path: Path, parent: float) -> None:
+        self.path, self.parent = path, parent
+        (path / "cpu.cfs_quota_us").write_text("50000")  # 0.5 core
+        (path / "cpu.cfs_period_us").write_text("100000")
+
+    def check(self) -> None:
+        quota = int((self.path / "cpu.cfs_quota_us").read_text())
+        period = int((self.path / "cpu.cfs_period_us").read_text())
+        assert quota / period <= self.parent, (quota, period)
+
+
+# The wrong order would pass through 9 cores (quota first) and 50 cores (period first).
+@pytest.mark.parametrize(("quota", "period"), [(900_000, 1_000_000), (1_000, 1_000)])
+def test_set_cfs_keeps_the_ratio_within_the_parent_at_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quota: int, period: int
+) -> None:
+    d = _V1Cpu(tmp_path, parent=1.0)
+    real = Path.write_text
+
+    def write(self: Path, text: str, *a: Any, **kw: Any) -> int:
+        n = real(self, text, *a, **kw)
+        d.check()
+        return n
+
+    monkeypatch.setattr(Path, "write_text", write)
+    cleanup.set_cfs(tmp_path, quota, period)
+    monkeypatch.undo()
+    assert cleanup.read_cfs(tmp_path) == (quota, period)
+
+
+def test_the_limits_inverse_refuses_foreign_namespaces(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not faultline's"):
+        cleanup.kube_set_limits(
+            "r", "kube-system", str(tmp_path / "kc"), "p", None, None, 100_000, None
+        )
+    # No kubeconfig any more: the cluster is gone, and with it the Pod.
+    cleanup.kube_set_limits(
+        "r", "faultline-r", str(tmp_path / "kc"), "p", None, None, 100_000, None
+    )
