@@ -146,10 +146,11 @@ class Build:
         return self.bin_dir / name
 
 
-def build(fixture: Path = FIXTURE_DIR, version: str = VERSION) -> Build:
-    """The components' binaries, built once per :func:`build_key`."""
+def build(fixture: Path = FIXTURE_DIR, version: str = VERSION, root: Path | None = None) -> Build:
+    """The components' binaries, built once per :func:`build_key` under ``root``
+    (default :func:`cache_root`). Go's module and build caches are the environment's."""
     t0 = time.monotonic()
-    out = cache_root() / build_key(fixture, version)
+    out = (root or cache_root()) / build_key(fixture, version)
     bin_dir = out / "bin"
     if all((bin_dir / c).is_file() for c in (*COMMANDS, "pause")):
         return Build(bin_dir, time.monotonic() - t0, cached=True)
