@@ -8,7 +8,8 @@ with the same state and stack form a :class:`Group`.
 Two findings, from successive dumps of one process:
 
 * leak: a group whose count grows from dump to dump (and with the request
-  count, when known): something starts goroutines that never finish.
+  count, when known) and whose goroutines stay (the same ids dump after dump):
+  something starts goroutines that never finish.
 * deadlock: goroutines blocked on a channel, ``select`` or a lock for longer than
   a threshold, seen either as the same goroutine id in the same blocked stack in
   dumps that far apart, or through the ``N minutes`` the runtime printed. Groups
@@ -259,8 +260,10 @@ def find_leaks(
     min_growth: int = 5,
     project: Callable[[str], bool] = MAIN_ONLY,
 ) -> list[Finding]:
-    """Groups whose count never falls across ``dumps``, rises by >= ``min_growth``
-    and still rose in the second half of them (a pool that filled up is no leak).
+    """Groups whose count never falls across ``dumps``, rises by >= ``min_growth``,
+    still rose in the second half of them (a pool that filled up is no leak) and
+    whose goroutines outlive the dumps (most of those in the earliest dump that has
+    the group are still there, by id, in the last).
 
     When the dumps carry request counts, a group must also grow between dumps
     where requests were served and the finding reports goroutines per request.
@@ -276,6 +279,8 @@ def find_leaks(
             continue
         if len(counts) >= 3 and counts[-1] == counts[len(counts) // 2]:
             continue  # grew, then stopped: a pool that filled up, not a leak
+        if not _outlived(sig, groups):
+            continue  # the count grew, but its goroutines come and go: a busy spell, not a leak
         detail = f"count {' -> '.join(map(str, counts))} over {len(dumps)} dumps"
         first_req, last_req = dumps[0].requests, dumps[-1].requests
         if first_req is not None and last_req is not None:
@@ -287,6 +292,20 @@ def find_leaks(
         findings.append(Finding("leak", last.state, last.count, top, detail, sig))
     findings.sort(key=lambda f: -f.count)
     return findings
+
+
+def _outlived(sig: tuple[str, ...], groups: Sequence[dict[tuple[str, ...], Group]]) -> bool:
+    """Whether most goroutines of group ``sig`` in the earliest dump that has it
+    are still there (same id) in the last dump: leaked goroutines never end, while
+    short-lived ones (a watcher on a 200 ms timeout) pile up in a slow spell and
+    are gone a dump later. A group seen only in the last dump has not shown it yet.
+    """
+    present = [gs[sig] for gs in groups if sig in gs]
+    if len(present) < 2:
+        return False
+    earliest = {g.id for g in present[0].goroutines}
+    alive = earliest & {g.id for g in present[-1].goroutines}
+    return 2 * len(alive) >= len(earliest)
 
 
 def find_deadlocks(

@@ -87,6 +87,24 @@ def test_no_leak_in_a_steady_process() -> None:
     assert find_leaks([d]) == []
 
 
+def test_no_leak_when_the_growing_group_churns() -> None:
+    # ctl_ctxtimeout on a loaded machine: ~10 watchers on a 200 ms timeout live at
+    # a time, a slow spell piles up 18, but no watcher outlives one dump interval.
+    frame = Frame("main.main.func1", "/src/main.go", 15)
+    next_id = iter(range(100, 10_000))
+
+    def dump(n: int, at: float) -> Dump:
+        gs = tuple(Goroutine(next(next_id), "chan receive", 0, (frame,), None) for _ in range(n))
+        return Dump(gs, taken_at=at)
+
+    churning = [dump(n, float(i)) for i, n in enumerate((9, 10, 10, 18))]
+    assert find_leaks(churning) == []
+    # The same counts made of goroutines that stay are a leak.
+    kept = list(churning[-1].goroutines)
+    staying = [Dump(tuple(kept[:n]), float(i)) for i, n in enumerate((9, 10, 10, 18))]
+    assert [f.count for f in find_leaks(staying)] == [18]
+
+
 def test_deadlocks_across_dumps_exclude_the_leak_and_the_parked_ticker_loop() -> None:
     found = find_deadlocks(_leak_dumps(), min_blocked=1.5)
     by_state = {f.state: f for f in found}
