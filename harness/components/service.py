@@ -37,7 +37,8 @@ harness reaches them (``127.0.0.1:port``); anything outside the allowlist
 (loopback, the run's own containers) is refused before anything starts.
 
 Ready when the HTTP ``health`` path on ``health_port`` answers 2xx (``health=None``:
-when the first port accepts TCP connections). ``liveness=True`` makes the same
+when the first port accepts TCP connections; ``health_ca=FILE``: over HTTPS, the
+server's certificate verified against CA file FILE from ``files``). ``liveness=True`` makes the same
 probe a liveness probe (``liveness="/livez"``: that path instead):
 ``failure_threshold`` failures in a row and the backend kills the service, and
 its ``restart`` policy applies. Every fault of
@@ -56,6 +57,7 @@ import logging
 import re
 import shutil
 import socket
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +158,7 @@ class Service(Component):
         restart: RestartPolicy | None = None,
         health: str | None = "/healthz",
         health_port: str | None = None,
+        health_ca: str | None = None,
         liveness: bool | str = False,
         failure_threshold: int = 3,
         metrics_path: str | None = "/metrics",
@@ -180,6 +183,7 @@ class Service(Component):
         self.restart_policy = restart or RestartPolicy()
         self.health = health
         self.health_port = health_port or (self.ports[0] if self.ports else None)
+        self.health_ca = health_ca
         self.liveness = liveness
         self.failure_threshold = failure_threshold
         self.metrics_path = metrics_path
@@ -256,6 +260,8 @@ class Service(Component):
             raise ConfigError(
                 f"{f}.failure_threshold", f"{self.failure_threshold}", expected=">= 1"
             )
+        if self.health_ca is not None and self.health is None:
+            raise ConfigError(f"{f}.health_ca", "needs a health path", expected="health='/readyz'")
         if self.liveness is True and self.health is None:
             raise ConfigError(f"{f}.liveness", "needs a health path", expected="health='/healthz'")
         if isinstance(self.liveness, str) and not self.liveness.startswith("/"):
@@ -295,6 +301,12 @@ class Service(Component):
                 "an image needs a container backend: --backend docker (or give a binary: "
                 "command=, go_package=)",
             )
+        if self.health_ca is not None and self.health_ca not in self.files:
+            raise ConfigError(
+                f"service {self.name!r}.health_ca",
+                f"{self.health_ca!r} is not one of the files",
+                expected=" | ".join(self.files) or "a CA file given in files",
+            )
         program = self.program()
         if self.image is None:
             binary = shutil.which(program[0]) if "/" not in program[0] else program[0]
@@ -315,19 +327,21 @@ class Service(Component):
         for dep, address in self.dependencies.items():
             env[f"FAULTLINE_DEP_{env_name(dep)}"] = dial_address(self.backend, address)
         assert self.health_port is not None
+        http = ProbeKind.HTTP if self.health_ca is None else ProbeKind.HTTPS
         if self.health is not None:
-            probe = Probe(ProbeKind.HTTP, self.health_port, path=self.health)
+            probe = Probe(http, self.health_port, path=self.health, ca_file=self.health_ca)
         else:
             probe = Probe(ProbeKind.TCP, self.health_port)
         live = None
         if self.liveness:
             path = self.liveness if isinstance(self.liveness, str) else self.health
             live = Probe(
-                ProbeKind.HTTP if path else ProbeKind.TCP,
+                http if path else ProbeKind.TCP,
                 self.health_port,
                 path=path or "/",
                 timeout=2.0,
                 failure_threshold=self.failure_threshold,
+                ca_file=self.health_ca,
             )
         spec = WorkloadSpec(
             name=self.name,
@@ -383,7 +397,8 @@ class Service(Component):
         if self.health is None:
             return None
         assert self.health_port is not None
-        return self.url_of(self.health_port, self.health)
+        scheme = "http" if self.health_ca is None else "https"
+        return self.placement.external_url(self.health_port, scheme=scheme, path=self.health)
 
     @property
     def pprof_url(self) -> str | None:
@@ -411,8 +426,11 @@ class Service(Component):
                     return True
             except OSError:
                 return False
+        verify: ssl.SSLContext | bool = True
+        if self.health_ca is not None:
+            verify = ssl.create_default_context(cafile=str(self.files[self.health_ca]))
         try:
-            return httpx.get(self.health_url, timeout=timeout).is_success
+            return httpx.get(self.health_url, timeout=timeout, verify=verify).is_success
         except httpx.HTTPError:
             return False
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from harness import cleanup
 from harness.errors import ConfigError, FaultError, UnsafeTargetError
 from harness.faults.base import MAX_FAULT_SECONDS, Fault, Scope, check_positive
-from harness.faults.selectors import member_name, resolve
+from harness.faults.selectors import ROLE_SELECTORS, member_name, resolve
 from harness.wait import WaitTimeout, wait_for, wait_until
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class WorkloadFault(Fault):
     def _prepare(self) -> None:
         field = f"{self.name}.target"
         cluster = self.scope.cluster
-        if cluster is not None and self.target in ("leader", "follower", "minority"):
+        if cluster is not None and self.target in ROLE_SELECTORS:
             # Right after an election there may briefly be no leader to pick from.
             try:
                 wait_for(cluster.leader, timeout=10, interval=0.1, what="a leader")

@@ -1,6 +1,7 @@
 """Selectors: which workload(s) a fault hits, resolved at inject time.
 
-``leader``, ``follower``, ``minority``, ``any`` need a cluster (an
+``leader``, ``follower``, ``followers`` (every member but the leader),
+``minority``, ``any`` need a cluster (an
 ``EtcdCluster``: ``members()`` and ``leader()``); a workload name must be a
 member of that cluster or one of the scope's workloads; ``pid:N`` names the
 workload of a process this run started (PID 1 and foreign processes are
@@ -22,7 +23,7 @@ from harness.faults.base import Cluster
 
 __all__ = ["ROLE_SELECTORS", "member_name", "resolve"]
 
-ROLE_SELECTORS = ("leader", "follower", "minority", "any")
+ROLE_SELECTORS = ("leader", "follower", "followers", "minority", "any")
 
 
 def member_name(member: Any) -> str:
@@ -74,6 +75,8 @@ def resolve(
             )
         if selector == "follower":
             return [rng.choice(followers)]
+        if selector == "followers":
+            return followers  # without them the leader is a minority: quorum is theirs
         # A minority that keeps quorum: followers only, so the leader stays.
         size = (len(members) - 1) // 2
         return sorted(rng.sample(followers, size))

@@ -47,6 +47,7 @@ __all__ = [
     "STATE_DIR",
     "Layout",
     "build",
+    "built",
     "down",
     "import_image",
     "missing_packages",
@@ -146,14 +147,26 @@ class Build:
         return self.bin_dir / name
 
 
+def built(
+    fixture: Path = FIXTURE_DIR, version: str = VERSION, root: Path | None = None
+) -> Build | None:
+    """The cached build of :func:`build`, or None when there is none yet (builds nothing)."""
+    t0 = time.monotonic()
+    bin_dir = (root or cache_root()) / build_key(fixture, version) / "bin"
+    if all((bin_dir / c).is_file() for c in (*COMMANDS, "pause")):
+        return Build(bin_dir, time.monotonic() - t0, cached=True)
+    return None
+
+
 def build(fixture: Path = FIXTURE_DIR, version: str = VERSION, root: Path | None = None) -> Build:
     """The components' binaries, built once per :func:`build_key` under ``root``
     (default :func:`cache_root`). Go's module and build caches are the environment's."""
     t0 = time.monotonic()
+    cached = built(fixture, version, root)
+    if cached is not None:
+        return cached
     out = (root or cache_root()) / build_key(fixture, version)
     bin_dir = out / "bin"
-    if all((bin_dir / c).is_file() for c in (*COMMANDS, "pause")):
-        return Build(bin_dir, time.monotonic() - t0, cached=True)
     go = find_go()
     gover = go_version(go)
     tmp = out / "bin.tmp"

@@ -53,6 +53,12 @@ def test_minority_keeps_quorum_and_the_leader(size: int, count: int) -> None:
     assert "etcd-0" not in picked
 
 
+@pytest.mark.parametrize("size", [3, 5])
+def test_followers_are_every_member_but_the_leader(size: int) -> None:
+    picked = pick("followers", Cluster(size, leader=1))
+    assert picked == [f"etcd-{i}" for i in range(size) if i != 1]
+
+
 def test_a_one_member_cluster_has_no_follower() -> None:
     with pytest.raises(ConfigError, match="no followers"):
         pick("follower", Cluster(1))

@@ -73,6 +73,7 @@ def _service(**kwargs: Any) -> Service:
         ({"env": {"ADDR": "{addr:admin}"}}, "env['ADDR']", "no addr 'admin'"),
         ({"cpu_limit": 0}, "cpu_limit", "0"),
         ({"liveness": True, "health": None}, "liveness", "needs a health path"),
+        ({"health_ca": "ca.crt", "health": None}, "health_ca", "needs a health path"),
     ],
 )
 def test_bad_service_config_is_refused_before_anything_starts(
@@ -95,3 +96,12 @@ def test_a_loopback_dependency_and_every_source_are_accepted(tmp_path: Path) -> 
     _service(dependencies={"db": "127.0.0.1:5432"}, env={"DB": "{dep:db}"})
     _service(command=[], go_package=tmp_path, args=["--listen={addr:http}"], race=True)
     _service(image="me/svc:1", command=["/app/svc", "--listen={addr:http}"])
+
+
+def test_an_https_health_ca_must_be_one_of_the_files_by_start() -> None:
+    # Subclasses fill ``files`` in start() (certificates exist once a cluster runs),
+    # so the CA is checked there, still before the backend is touched.
+    svc = _service(health_ca="ca.crt")
+    with pytest.raises(ConfigError, match="'ca.crt' is not one of the files") as info:
+        svc.start()
+    assert info.value.field == "service 'svc'.health_ca"
