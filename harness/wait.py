@@ -10,13 +10,18 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["WaitTimeout", "port_open", "wait_for", "wait_until"]
+__all__ = ["Hopeless", "WaitTimeout", "port_open", "wait_for", "wait_until"]
 
 T = TypeVar("T")
 
 
 class WaitTimeout(TimeoutError):
     """A condition did not hold in time; the message names it and its last error."""
+
+
+class Hopeless(Exception):
+    """Raised by a probe when waiting longer cannot help (the process exited): it
+    ends the wait at once and propagates, where any other exception means "not yet"."""
 
 
 def wait_for(
@@ -28,14 +33,17 @@ def wait_for(
 ) -> T:
     """Call ``probe`` until it returns something other than None/False; return it.
 
-    Exceptions raised by the probe count as "not yet"; the last one is named
-    in the :class:`WaitTimeout` raised when ``timeout`` seconds pass.
+    Exceptions raised by the probe count as "not yet" (but :class:`Hopeless`, which
+    propagates at once); the last one is named in the :class:`WaitTimeout` raised
+    when ``timeout`` seconds pass.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
         try:
             result = probe()
+        except Hopeless:
+            raise
         except Exception as err:  # noqa: BLE001 - any failure means "not ready yet"
             last_error = err
             result = None

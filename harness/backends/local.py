@@ -60,7 +60,7 @@ from harness.backends.ports import PortAllocator, RecordedLease, allocate_record
 from harness.components.base import log_tail
 from harness.errors import BackendUnavailable, ComponentStartError, ConfigError
 from harness.run import Run, state_root
-from harness.wait import WaitTimeout, wait_until
+from harness.wait import Hopeless, WaitTimeout, wait_until
 
 __all__ = ["LocalBackend", "chain_prefix"]
 
@@ -654,5 +654,5 @@ class LocalBackend:
             log.error("local backend left things behind: %s", "; ".join(errors))
 
 
-class _Gone(Exception):
+class _Gone(Hopeless):
     """The workload exited and will not be restarted."""
