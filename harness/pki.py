@@ -170,9 +170,10 @@ class Pki:
         """Like :meth:`server`, also usable as a client cert (mutual TLS between peers)."""
         return self._issue(name, CertKind.PEER, hosts=hosts, ips=ips)
 
-    def client(self, name: str) -> CertPaths:
-        """A client cert with common name ``name`` (etcd maps it to a user)."""
-        return self._issue(name, CertKind.CLIENT)
+    def client(self, name: str, *, groups: Sequence[str] = ()) -> CertPaths:
+        """A client cert with common name ``name`` (etcd maps it to a user) and an
+        organization per group (Kubernetes maps them to groups: ``system:masters``)."""
+        return self._issue(name, CertKind.CLIENT, groups=groups)
 
     # Broken on purpose, for certificate faults ---------------------------------------
 
@@ -207,6 +208,7 @@ class Pki:
         hosts: Sequence[str] = (),
         ips: Sequence[str] = (),
         loopback: bool = True,
+        groups: Sequence[str] = (),
         issuer: _Ca | None = None,
         not_before: datetime.datetime | None = None,
         not_after: datetime.datetime | None = None,
@@ -229,7 +231,14 @@ class Pki:
             sans += [x509.DNSName(h) for h in dict.fromkeys(dns)]
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .subject_name(
+                x509.Name(
+                    [
+                        *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups),
+                        x509.NameAttribute(NameOID.COMMON_NAME, name),
+                    ]
+                )
+            )
             .issuer_name(ca.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

@@ -102,6 +102,6 @@ def test_an_https_health_ca_must_be_one_of_the_files_by_start() -> None:
     # Subclasses fill ``files`` in start() (certificates exist once a cluster runs),
     # so the CA is checked there, still before the backend is touched.
     svc = _service(health_ca="ca.crt")
-    with pytest.raises(ConfigError, match="'ca.crt' is not one of the files") as info:
+    with pytest.raises(ConfigError, match=r"'ca\.crt' is not one of the files") as info:
         svc.start()
     assert info.value.field == "service 'svc'.health_ca"
