@@ -11,7 +11,7 @@ Here, on one machine:
   members every second with the rules in fixtures/alerts/;
 - what a user sees is probed twice a second: ``kubectl get namespaces`` and the
   API server's own ``/readyz/etcd``;
-- after a baseline, both followers get a CFS quota of 0.1 core per 1 s period
+- after a baseline, both followers get a CFS quota of 0.03 core per 1 s period
   (the control: CPU pressure alone); then ``tlsstorm`` joins it on their
   **peer** ports for 12 s; then both are reverted.
 
@@ -60,6 +60,7 @@ FAULT_S = 12.0
 RECOVERY_MAX_S = 45.0
 ELECTION_S = 0.5
 HOLD_S = 5.0
+SQUEEZE_CORES = 0.03  # per 1 s CFS period, on both followers, in the control and the fault
 PROBES = ("kubectl", "apiserver.readyz-etcd")  # what a user of the API server sees
 ETCD_ALERTS = ("EtcdNoLeader", "EtcdQuorumLost", "EtcdLeaderChanged")
 BUDGET = Budget(max_ttd=20.0, max_ttr=30.0, must_fire=("EtcdLeaderChanged", "EtcdNoLeader"))
@@ -100,7 +101,7 @@ def test_tls_storm_on_the_followers_takes_the_quorum_and_the_api_server_with_it(
         squeeze = CpuThrottle(
             scope,
             "followers",
-            cores=0.1,
+            cores=SQUEEZE_CORES,
             period_us=1_000_000,
             max_duration=CONTROL_S + FAULT_S + 30,
             name="cpu-squeeze",
@@ -150,7 +151,7 @@ def test_tls_storm_on_the_followers_takes_the_quorum_and_the_api_server_with_it(
     baseline = incident.window("baseline") or (0.0, 0.0)
     control = incident.window("control") or (0.0, 0.0)
     fault = incident.window("fault") or (0.0, 0.0)
-    end = tl.now()
+    end = (incident.window("recovery") or (0.0, 0.0))[1]
     for probe in PROBES:
         incident.figure(
             f"{probe} succeeding (% of probes)",
