@@ -162,11 +162,6 @@ def _tls_error(line: str) -> str | None:
     return None
 
 
-def _leader_name(cluster: EtcdCluster) -> str | None:
-    leader = cluster.leader()
-    return leader.name if leader else None
-
-
 @pytest.mark.parametrize("kind", ["untrusted", "expired"])
 def test_bad_peer_cert_on_a_follower_turns_leader_loss_into_quorum_loss(
     kind: str, make_incident: MakeIncident, backend: Backend, run: Run, pki: Pki
@@ -198,7 +193,7 @@ def test_bad_peer_cert_on_a_follower_turns_leader_loss_into_quorum_loss(
     ):
         scope = Scope(run=run, backend=backend, cluster=cluster)
         # The broken certificate goes to a follower picked now, so the writer can be told.
-        leader = wait_for(lambda: _leader_name(cluster), timeout=10, what="an etcd leader")
+        leader = wait_for(cluster.leader_name, timeout=10, what="an etcd leader")
         bad = scope.rng.choice(sorted(m for m in cluster.member_names if m != leader))
         bad_cert = CertFault(
             scope,
@@ -228,7 +223,7 @@ def test_bad_peer_cert_on_a_follower_turns_leader_loss_into_quorum_loss(
             ) as writes_client,
             incident.observing(
                 KvWriter(writes_client, tl, rate=WRITE_RATE, max_duration=150),
-                LeaderWatcher(lambda: _leader_name(cluster), tl, interval=0.25),
+                LeaderWatcher(cluster.leader_name, tl, interval=0.25),
                 AlertWatcher(prom.url, tl),
                 SeriesSampler(prom.url, tl, SERIES),
                 tls_log,
@@ -236,13 +231,13 @@ def test_bad_peer_cert_on_a_follower_turns_leader_loss_into_quorum_loss(
         ):
             with incident.phase("baseline"):
                 incident.hold(BASELINE_S)
-            leader_before = _leader_name(cluster)
+            leader_before = cluster.leader_name()
             with bad_cert:
                 with incident.phase("control"):
                     # One follower cut off: the other two must keep quorum and writes.
                     incident.hold(CONTROL_S)
                     health_in_control = cluster.health()
-                    leader_in_control = _leader_name(cluster)
+                    leader_in_control = cluster.leader_name()
                 with kill:
                     (old_leader,) = kill.targets
                     with incident.phase("fault"):
@@ -262,7 +257,7 @@ def test_bad_peer_cert_on_a_follower_turns_leader_loss_into_quorum_loss(
                             what="every member healthy and EtcdQuorumLost resolved",
                         )
                         incident.hold(5.0)  # writes observed after recovery, for the hold window
-            leader_after = _leader_name(cluster)
+            leader_after = cluster.leader_name()
 
     _figures(incident, control=incident.window("control"))
     incident.figure("TLS failures logged", control=float(sum(tls_log.counts.values())))

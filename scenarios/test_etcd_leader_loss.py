@@ -47,11 +47,6 @@ BUDGET = Budget(max_ttd=6.0, max_ttr=8.0, must_fire=("EtcdMemberDown",))
 QUIET_ON_BASELINE = ("EtcdMemberDown", "EtcdNoLeader", "EtcdInsufficientMembers")
 
 
-def _leader_name(cluster: EtcdCluster) -> str | None:
-    leader = cluster.leader()
-    return leader.name if leader else None
-
-
 @pytest.mark.parametrize("how", ["kill", "pause"])
 def test_leader_loss_elects_a_new_leader_and_writes_resume(
     how: str, make_incident: MakeIncident, backend: Backend, run: Run, pki: Pki
@@ -81,12 +76,12 @@ def test_leader_loss_elects_a_new_leader_and_writes_resume(
         )
         with incident.observing(
             KvWriter(cluster.client(timeout=1.0), tl, rate=WRITE_RATE, max_duration=120),
-            LeaderWatcher(lambda: _leader_name(cluster), tl, interval=0.2),
+            LeaderWatcher(cluster.leader_name, tl, interval=0.2),
             AlertWatcher(prom.url, tl),
         ):
             with incident.phase("baseline"):
                 incident.hold(5.0)
-            old = _leader_name(cluster)
+            old = cluster.leader_name()
             with incident.phase("fault"), fault:
                 incident.hold(FAULT_S)
             with incident.phase("recovery"):
@@ -96,7 +91,7 @@ def test_leader_loss_elects_a_new_leader_and_writes_resume(
                     what="every member healthy again",
                 )
                 incident.hold(5.0)  # writes observed after recovery, for the hold window
-            new = _leader_name(cluster)
+            new = cluster.leader_name()
     incident.figure_from_series("writes/s", "writes.ok", worst="min", tail=3.0)
     injected = tl.events("fault.injected", fault.name)[0].t
     baseline = incident.window("baseline") or (0.0, 0.0)

@@ -60,11 +60,6 @@ ETCD_ALERTS = ("EtcdLeaderChanged", "EtcdNoLeader")
 BUDGET = Budget(max_ttd=20.0, max_ttr=30.0, must_fire=("EtcdLeaderChanged", "OrderdLatencyP99High"))
 
 
-def _leader_name(cluster: EtcdCluster) -> str | None:
-    leader = cluster.leader()
-    return leader.name if leader else None
-
-
 def test_tls_storm_on_the_leader_costs_leadership_and_the_slo(
     make_incident: MakeIncident, backend: Backend, run: Run, pki: Pki
 ) -> None:
@@ -100,7 +95,7 @@ def test_tls_storm_on_the_leader_costs_leadership_and_the_slo(
             duration=BASELINE_S + CONTROL_S + FAULT_S + RECOVERY_MAX_S + 10,
         )
         scope = Scope(run=run, backend=backend, cluster=etcd)
-        leader_before = _leader_name(etcd)
+        leader_before = etcd.leader_name()
         squeeze = CpuThrottle(
             scope,
             "leader",
@@ -120,7 +115,7 @@ def test_tls_storm_on_the_leader_costs_leadership_and_the_slo(
         )
         with incident.observing(
             load,
-            LeaderWatcher(lambda: _leader_name(etcd), tl, interval=0.25),
+            LeaderWatcher(etcd.leader_name, tl, interval=0.25),
             AlertWatcher(prom.url, tl),
         ):
             with incident.phase("baseline"):
@@ -141,7 +136,7 @@ def test_tls_storm_on_the_leader_costs_leadership_and_the_slo(
                     what="every member healthy, orders succeeding, P95 within the baseline band",
                 )
                 incident.hold(5.0)  # the SLO must hold, not just touch the line
-        leader_after = _leader_name(etcd)
+        leader_after = etcd.leader_name()
 
     incident.figure_from_series("order success ratio", "load.success_ratio", worst="min")
     incident.figure_from_series("P95 latency (ms)", "load.p95_ms", worst="max")

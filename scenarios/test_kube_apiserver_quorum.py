@@ -66,11 +66,6 @@ ETCD_ALERTS = ("EtcdNoLeader", "EtcdQuorumLost", "EtcdLeaderChanged")
 BUDGET = Budget(max_ttd=20.0, max_ttr=30.0, must_fire=("EtcdLeaderChanged", "EtcdNoLeader"))
 
 
-def _leader_name(cluster: EtcdCluster) -> str | None:
-    leader = cluster.leader()
-    return leader.name if leader else None
-
-
 def test_tls_storm_on_the_followers_takes_the_quorum_and_the_api_server_with_it(
     make_incident: MakeIncident, backend: Backend, run: Run, pki: Pki
 ) -> None:
@@ -123,9 +118,7 @@ def test_tls_storm_on_the_followers_takes_the_quorum_and_the_api_server_with_it(
             ),
             HealthWatcher(lambda t: api.ready("etcd", timeout=max(t, 1.0)), tl, PROBES[1]),
             # Quorum lost: no leader for two election timeouts (an election takes one).
-            LeaderWatcher(
-                lambda: _leader_name(etcd), tl, interval=0.25, min_leaderless=2 * ELECTION_S
-            ),
+            LeaderWatcher(etcd.leader_name, tl, interval=0.25, min_leaderless=2 * ELECTION_S),
             AlertWatcher(prom.url, tl),
         ):
             with incident.phase("baseline"):

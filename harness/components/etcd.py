@@ -292,6 +292,11 @@ class EtcdCluster(Component):
         )
         return self.member(name) if name else None
 
+    def leader_name(self) -> str | None:
+        """:meth:`leader`'s name, or None: what a ``LeaderWatcher`` polls."""
+        leader = self.leader()
+        return leader.name if leader else None
+
     def health(self) -> dict[str, bool]:
         """Each member's ``/health`` on its metrics port (true only with a leader)."""
         out = {}
