@@ -71,6 +71,7 @@ only ``peers``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime
 import logging
@@ -242,10 +243,20 @@ def _tcp_alive(host: str, port: int, timeout: float) -> bool:
 Event = tuple[str, int, int | None]
 
 
+def _runs_with(times: Sequence[int], starts: Sequence[int]) -> int:
+    """How many of the container's runs (each from a start to the next) hold one of
+    ``times``: one process dies once, however many OOM events the engine or the
+    kernel reported for it (the engine's cgroup notification can fire twice)."""
+    bounds = sorted(starts)
+    return len({bisect.bisect_right(bounds, t) for t in times})
+
+
 def last_exit(
     events: Sequence[Event], state: Mapping[str, Any], kernel_kills: Callable[[], list[int]]
 ) -> tuple[int, int | None, bool]:
     """(OOM kills, last exit code, whether that exit was an OOM kill) of one container.
+
+    OOM kills are counted per run (start to next start), not per event.
 
     ``events`` are its start/die/oom events, oldest first; ``state`` its
     inspected State; ``kernel_kills`` the kernel's OOM kill times in it (ns),
@@ -263,14 +274,14 @@ def last_exit(
     elif dies:  # running again after an exit: State has forgotten it
         ended, code = dies[-1]
         began = max((t for t in starts if t <= ended), default=0)
-    kills = len(ooms)
+    kills = _runs_with(ooms, starts)
     if code is not None and not oom:
         # The run's own oom event may come after its die, never after the next start.
         until = min((t for t in starts if t > ended), default=2**63)
         oom = any(began <= t < until for t in ooms)
     if code == 128 + signal.SIGKILL and not oom:
         kernel = kernel_kills()
-        kills = max(kills, len(kernel))
+        kills = max(kills, _runs_with(kernel, starts))
         slack = 100_000_000  # 100 ms: the kernel's and the engine's clocks differ a little
         oom = any(began - slack <= t <= ended + slack for t in kernel)
     return max(kills, int(oom)), code, oom

@@ -404,6 +404,23 @@ def _never() -> list[int]:
             (1, 137, False),
             id="old-oom-other-run",
         ),
+        pytest.param(  # two oom events for one process (CI, orderd-oom): one kill
+            [("start", T0, None), ("oom", T0 + S, None), ("oom", T0 + S + S // 5, None),
+             ("die", T0 + S + S // 4, 137)],
+            _exited(137, True, 0, 1),
+            _never,
+            (1, 137, True),
+            id="double-oom-event",
+        ),
+        pytest.param(  # one kill in each of two runs, the second one's event late
+            [("start", T0, None), ("oom", T0 + S, None), ("die", T0 + S, 137),
+             ("start", T0 + 2 * S, None), ("die", T0 + 3 * S, 137),
+             ("oom", T0 + 3 * S + S // 7, None)],
+            _exited(137, False, 2, 3),
+            _never,
+            (2, 137, True),
+            id="one-kill-per-run",
+        ),
         pytest.param(
             [("start", T0, None)], _RUNNING, _never, (0, None, False), id="never-exited"
         ),
