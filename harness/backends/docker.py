@@ -575,6 +575,7 @@ class DockerBackend:
         }
 
     def start(self, spec: WorkloadSpec) -> None:
+        from docker.types import Mount
         from testcontainers.core.container import DockerContainer
 
         if not spec.command:
@@ -599,6 +600,14 @@ class DockerBackend:
             "mem_limit": memory or _host_memory(),
             "memswap_limit": memory or _host_memory(),
             "cpu_period": _CPU_PERIOD_US,
+            # Mounts, not testcontainers' volumes: those are keyed by host path, so two
+            # names for one host file (a CA that is both kinds of CA) kept only one.
+            "mounts": [
+                Mount(
+                    f"{FILES_DIR}/{fname}", str(Path(host).resolve()), type="bind", read_only=True
+                )
+                for fname, host in spec.files.items()
+            ],
         }
         if spec.cpu_limit is not None:
             kwargs["cpu_quota"] = int(spec.cpu_limit * _CPU_PERIOD_US)
@@ -619,8 +628,6 @@ class DockerBackend:
             # testcontainers types host ports as int; the SDK also takes (host_ip, port),
             # which is how the port stays on 127.0.0.1.
             cast(dict[str, Any], tc.ports)[f"{port}/tcp"] = ("127.0.0.1", port)
-        for fname, host_path in spec.files.items():
-            tc.with_volume_mapping(str(Path(host_path).resolve()), f"{FILES_DIR}/{fname}", "ro")
         # Same path inside: data dirs and files under the run dir need no translation.
         run_dir = str(self.run.dir.resolve())
         tc.with_volume_mapping(run_dir, run_dir, "rw")

@@ -9,7 +9,7 @@ it; :func:`harness.kube.cluster.built`), so every backend runs the same program:
 a process on ``local``, a ``FROM scratch`` image on ``docker`` and ``kubernetes``.
 
 It talks to every member over mutual TLS with the cluster's client certificate,
-serves HTTPS with a certificate from the run's :class:`~harness.pki.Pki`, and
+serves HTTPS with a certificate from ``pki`` (whose CA also vouches for clients), and
 authorises with RBAC (anonymous requests may read ``/readyz``; :attr:`kubeconfig`
 holds an admin certificate, group ``system:masters``); no controller manager,
 scheduler or kubelet run against it. Ready when ``/readyz`` answers 200, verified
@@ -41,6 +41,7 @@ from harness.run import Run
 __all__ = ["KubeApiServer"]
 
 _FILES = (
+    "ca.crt",
     "etcd-ca.crt",
     "etcd-client.crt",
     "etcd-client.key",
@@ -91,7 +92,7 @@ class KubeApiServer(Service):
             command=[str(_binaries().bin("kube-apiserver"))],
             ports=["https"],
             health="/readyz",
-            health_ca="etcd-ca.crt",  # the run's one CA signs the serving certificate too
+            health_ca="ca.crt",
             metrics_path=None,
             start_timeout=start_timeout,
         )
@@ -102,7 +103,11 @@ class KubeApiServer(Service):
             tls = self.etcd.client_tls()
             serving = self.pki.server(self.name)
             signer = self.pki.client(f"{self.name}-service-accounts")  # its key signs tokens
-            paths = (tls.ca, tls.cert, tls.key, serving.cert, serving.key, signer.cert, signer.key)
+            paths = (
+                self.pki.ca_cert,
+                *(tls.ca, tls.cert, tls.key),
+                *(serving.cert, serving.key, signer.cert, signer.key),
+            )
             self.files = dict(zip(_FILES, paths, strict=True))
         super().start()
         self._write_kubeconfig(self.pki.client("kube-admin", groups=["system:masters"]))
@@ -122,7 +127,7 @@ class KubeApiServer(Service):
             "--secure-port={port:https}",
             f"--tls-cert-file={f('tls.crt')}",
             f"--tls-private-key-file={f('tls.key')}",
-            f"--client-ca-file={f('etcd-ca.crt')}",
+            f"--client-ca-file={f('ca.crt')}",
             f"--service-account-key-file={f('sa.crt')}",  # its public key verifies tokens
             f"--service-account-signing-key-file={f('sa.key')}",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -184,7 +189,8 @@ class KubeApiServer(Service):
 
     def kubectl(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``kubectl <args>`` against this API server with a request timeout; never
-        raises on kubectl's own failure (see ``returncode`` and ``stderr``)."""
+        raises on kubectl's own failure (see ``returncode`` and ``stderr``; -9 when it
+        had to be killed 5 s past the timeout)."""
         limit = timeout or self.request_timeout_s
         cmd = [
             str(_binaries().bin("kubectl")),
