@@ -114,7 +114,7 @@ def test_tls_storm_on_the_followers_takes_the_quorum_and_the_api_server_with_it(
             HealthWatcher(
                 lambda _t: api.kubectl("get", "namespaces", "-o", "name").returncode == 0,
                 tl,
-                "kubectl",
+                PROBES[0],
             ),
             HealthWatcher(lambda t: api.ready("etcd", timeout=max(t, 1.0)), tl, PROBES[1]),
             # Quorum lost: no leader for two election timeouts (an election takes one).
