@@ -99,7 +99,7 @@ def test_serves_a_mounted_file_on_a_loopback_port(
         "web",
         busybox,
         "echo web-starting; exec httpd -f -p 0.0.0.0:{port} -h /faultline/files",
-        files={"index.html": page},
+        files={"index.html": page, "same.html": page},  # two names for one host file
         liveness=Probe(ProbeKind.TCP, "http", interval=0.2, timeout=1.0),
         readiness=Probe(ProbeKind.HTTP, "http", path="/index.html", interval=0.2),
     )
@@ -108,6 +108,8 @@ def test_serves_a_mounted_file_on_a_loopback_port(
 
     url = spec.placement.external_url("http", path="/index.html")
     assert httpx.get(url, timeout=5).text == "hello from faultline\n"
+    same = spec.placement.external_url("http", path="/same.html")
+    assert httpx.get(same, timeout=5).text == "hello from faultline\n"
     attrs = engine.containers.get(backend.container_id("web")).attrs
     labels = attrs["Config"]["Labels"]
     assert labels["faultline"] == "1"
@@ -115,9 +117,12 @@ def test_serves_a_mounted_file_on_a_loopback_port(
     bindings = attrs["HostConfig"]["PortBindings"]
     assert {b["HostIp"] for v in bindings.values() for b in v} == {"127.0.0.1"}
     run_dir = backend.run.dir.resolve()
-    assert attrs["HostConfig"]["Binds"] == [
-        f"{page}:/faultline/files/index.html:ro",
-        f"{run_dir}:{run_dir}:rw",  # the run dir at its host path: data dirs need no mapping
+    # The run dir at its host path: data dirs need no mapping.
+    assert attrs["HostConfig"]["Binds"] == [f"{run_dir}:{run_dir}:rw"]
+    mounts = [(m["Source"], m["Target"], m["ReadOnly"]) for m in attrs["HostConfig"]["Mounts"]]
+    assert mounts == [
+        (str(page.resolve()), "/faultline/files/index.html", True),
+        (str(page.resolve()), "/faultline/files/same.html", True),
     ]
     # The busybox image has a shell: the liveness probe became a Docker healthcheck.
     assert attrs["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"
