@@ -63,7 +63,11 @@ HOLD_S = 5.0
 SQUEEZE_CORES = 0.03  # per 1 s CFS period, on both followers, in the control and the fault
 PROBES = ("kubectl", "apiserver.readyz-etcd")  # what a user of the API server sees
 ETCD_ALERTS = ("EtcdNoLeader", "EtcdQuorumLost", "EtcdLeaderChanged")
-BUDGET = Budget(max_ttd=20.0, max_ttr=30.0, must_fire=("EtcdLeaderChanged", "EtcdNoLeader"))
+BUDGET = Budget(
+    max_ttd=20.0,
+    max_ttr=30.0,
+    must_fire=("EtcdNoLeader", "EtcdQuorumLost", "EtcdLeaderChanged"),
+)
 
 
 def test_tls_storm_on_the_followers_takes_the_quorum_and_the_api_server_with_it(
