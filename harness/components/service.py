@@ -38,8 +38,8 @@ harness reaches them (``127.0.0.1:port``); anything outside the allowlist
 
 Ready when the HTTP ``health`` path on ``health_port`` answers 2xx (``health=None``:
 when the first port accepts TCP connections; ``health_ca=FILE``: over HTTPS, the
-server's certificate verified against CA file FILE from ``files``). ``liveness=True`` makes the same
-probe a liveness probe (``liveness="/livez"``: that path instead):
+server's certificate verified against CA file FILE from ``files``, not its name).
+``liveness=True`` makes the same probe a liveness probe (``liveness="/livez"``: that path instead):
 ``failure_threshold`` failures in a row and the backend kills the service, and
 its ``restart`` policy applies. Every fault of
 :mod:`harness.faults` acts on it by its ``name``; Prometheus scrapes it through
@@ -429,6 +429,7 @@ class Service(Component):
         verify: ssl.SSLContext | bool = True
         if self.health_ca is not None:
             verify = ssl.create_default_context(cafile=str(self.files[self.health_ca]))
+            verify.check_hostname = False  # health, as the backends probe it: 127.0.0.1
         try:
             return httpx.get(self.health_url, timeout=timeout, verify=verify).is_success
         except httpx.HTTPError:
