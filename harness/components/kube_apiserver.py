@@ -85,11 +85,13 @@ class KubeApiServer(Service):
         self.request_timeout_s = request_timeout_s
         self._kubeconfig: Path | None = None
         self._admin_tls: ssl.SSLContext | None = None
+        binaries = _binaries()
+        self._kubectl = binaries.bin("kubectl")
         super().__init__(
             backend,
             run,
             name=name,
-            command=[str(_binaries().bin("kube-apiserver"))],
+            command=[str(binaries.bin("kube-apiserver"))],
             ports=["https"],
             health="/readyz",
             health_ca="ca.crt",
@@ -193,7 +195,7 @@ class KubeApiServer(Service):
         had to be killed 5 s past the timeout)."""
         limit = timeout or self.request_timeout_s
         cmd = [
-            str(_binaries().bin("kubectl")),
+            str(self._kubectl),
             f"--kubeconfig={self.kubeconfig}",
             f"--request-timeout={limit}s",
             *args,
