@@ -15,9 +15,13 @@ baseline's worst excursion from its median (``|worst - median|``, at least
 0.1 % of the median): with margin 1, a ``>`` threshold is at least
 ``worst + (worst - median)``.
 
-Recommendation: among safe candidates, the one detecting the most fault
-intensities within ``max_ttd``; then the smallest mean TTD over those; then
-the longer ``for``; then the threshold farther from the baseline.
+Recommendation: among safe candidates, those detecting the most fault
+intensities within ``max_ttd``, and of those the ones whose mean TTD is within
+``TTD_SLACK`` (one evaluation) of the fastest; then the threshold farthest from
+the baseline; then the longer ``for``. The threshold nearest the baseline is
+often the fastest by a second, and fires on the first noisier baseline; one
+nearly as fast but farther out is crossed as quickly by the fault and leaves
+the baseline room.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from harness.errors import ConfigError
 
 __all__ = [
     "OPS",
+    "TTD_SLACK",
     "Candidate",
     "Evaluation",
     "Window",
@@ -53,6 +58,9 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 _TAIL = re.compile(r"^(?P<lhs>.*?)\s*(?P<op>>=|<=|>|<)\s*(?P<thr>" + _NUMBER + r")\s*$", re.S)
+
+# Mean TTDs this close count as equally fast: the rule is evaluated once a second.
+TTD_SLACK = 1.0
 
 Samples = Sequence[tuple[float, float | None]]  # (t, value or None: no sample)
 
@@ -220,13 +228,8 @@ def recommend(evaluations: Sequence[Evaluation], op: str) -> Evaluation | None:
     safe = [e for e in evaluations if e.safe and e.detected]
     if not safe:
         return None
+    most = max(e.detected for e in safe)
+    best = min(e.mean_ttd for e in safe if e.detected == most)
+    fast = [e for e in safe if e.detected == most and e.mean_ttd <= best + TTD_SLACK + 1e-9]
     sign = 1.0 if op in (">", ">=") else -1.0
-    return min(
-        safe,
-        key=lambda e: (
-            -e.detected,
-            round(e.mean_ttd, 6),
-            -e.candidate.for_s,
-            -sign * e.candidate.threshold,
-        ),
-    )
+    return max(fast, key=lambda e: (sign * e.candidate.threshold, e.candidate.for_s))

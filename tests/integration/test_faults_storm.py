@@ -94,6 +94,9 @@ def test_the_target_dying_mid_storm_neither_hangs_nor_leaks(env: tuple[Scope, st
         wait_until(lambda: storm.progress != [], timeout=10)
         scope.backend.kill("sink-doomed", signal.SIGKILL)
         wait_until(lambda: not scope.backend.status("sink-doomed").running, timeout=10)  # type: ignore[union-attr]
+        # The storm goes on against the dead port, counting failed dials, until reverted.
+        wait_until(lambda: storm.progress[-1]["errors"] > 0, timeout=10)
+        assert storm.running()
     assert storm.detail["errors_total"] > 0
     assert cleanup.tagged_pids(scope.run.run_id, storm.workload) == []
 

@@ -97,6 +97,24 @@ def test_recommendation_is_safe_beyond_the_margin_and_fastest() -> None:
     assert best is not None and best.candidate == Candidate(50.0, 0.0)  # ties: farther out
 
 
+def test_recommendation_trades_a_second_of_ttd_for_room_from_the_baseline() -> None:
+    baseline = [_window("b", [10, 12] * 10)]
+    # The fault steps up from t=5: 50, 70, then 100.
+    faults = [_window("step", [10] * 5 + [50, 70] + [100] * 13, 5.0)]
+    limit = margin_limit(baseline, ">", 1.0)
+    evals = [
+        evaluate(Candidate(t, 0.0), baseline, faults, ">", limit=limit, max_ttd=30)
+        for t in (15.0, 40.0, 60.0, 95.0, 120.0)
+    ]
+    by = {e.candidate.threshold: e for e in evals}
+    assert [by[t].ttd["step"] for t in (15.0, 40.0, 60.0, 95.0)] == [0.0, 0.0, 1.0, 2.0]
+    assert by[120.0].ttd["step"] is None
+    best = recommend(evals, ">")
+    # 60 fires one evaluation later than 15 and 40 and leaves the baseline 4x the room;
+    # 95 is two evaluations later.
+    assert best is not None and best.candidate.threshold == 60.0
+
+
 def test_recommendation_for_a_less_than_rule() -> None:
     baseline = [_window("b", [1.0] * 20)]
     faults = [_window("errors", [1.0] * 5 + [0.99] * 15, 5.0)]
