@@ -600,8 +600,9 @@ def delete_kube_namespace(run_id: str, namespace: str, kubeconfig: str) -> None:
     """Delete a run's Kubernetes namespace (and its Pods and Services); wait until it is gone.
 
     Only a namespace named ``faultline-...`` and labelled ``faultline=1`` and
-    ``faultline.run=<run_id>``. Its Pods are deleted first with a 1 s grace
-    (kubelet confirms each once its containers are dead), then the namespace.
+    ``faultline.run=<run_id>``. Its Pods are deleted with a 1 s grace (kubelet
+    confirms each once its containers are dead), and the namespace with them; the
+    wait is for both to be gone.
     A kubeconfig that no longer exists means the cluster is gone, and with it
     the namespace; a cluster that does not answer is an error (run
     ``faultline clean`` again once it is up).
@@ -627,13 +628,16 @@ def delete_kube_namespace(run_id: str, namespace: str, kubeconfig: str) -> None:
         if labels.get("faultline") != "1" or labels.get("faultline.run") != run_id:
             raise ValueError(f"refusing to touch namespace {namespace}: not run {run_id}'s")
         core.delete_collection_namespaced_pod(namespace, grace_period_seconds=1)
+        # At once, not after the Pods are gone: the namespace controller waits 5 s
+        # (namespaceDeletionGracePeriod) before it even looks, a wait the Pods' own
+        # termination can overlap.
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(namespace)
         deadline = time.monotonic() + 120
         while core.list_namespaced_pod(namespace, _request_timeout=10).items:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Pods of namespace {namespace} still there after 120 s")
             time.sleep(0.2)
-        with contextlib.suppress(ApiException):
-            core.delete_namespace(namespace)
         while True:
             try:
                 core.read_namespace(namespace, _request_timeout=10)

@@ -1397,6 +1397,9 @@ class KubernetesBackend:
         for w in self._workloads.values():
             if w.tail is not None:
                 w.tail.drain()
+        # Before the namespace goes (>= 5 s: the namespace controller's grace): the
+        # watch ends within its 5 s server-side timeout meanwhile, so the join is free.
+        self._stop_watch.set()
         if self._ns_seq is not None:
             try:
                 self.run.ledger.revert(self._ns_seq)
@@ -1405,7 +1408,6 @@ class KubernetesBackend:
         if self._cgroup_parents is not None:
             with contextlib.suppress(Exception):
                 self.run.ledger.revert(self._cgroup_parents)
-        self._stop_watch.set()
         for w in self._workloads.values():
             if w.tail is not None:
                 w.tail.done.set()
